@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Starts the local control plane (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler and kwok with fake nodes) on loopback, and writes an admin
+# kubeconfig to target/cluster/kubeconfig. A no-op when it is already up.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+state="$root/target/cluster"
+kubeconfig="$state/kubeconfig"
+name=podium
+
+bin=$("$here/build.sh")
+kubectl=("$bin/kubectl" --kubeconfig "$kubeconfig")
+export KWOK_WORKDIR="$state/kwok"
+
+if [ -f "$kubeconfig" ] && [ "$("${kubectl[@]}" get --raw /readyz 2>/dev/null)" = ok ]; then
+  echo "cluster already up: $kubeconfig"
+  exit 0
+fi
+
+# A cluster left half-started (or a stale state directory) is removed first.
+if [ -d "$state" ]; then
+  "$bin/kwokctl" delete cluster --name "$name" >/dev/null 2>&1 || true
+  rm -rf "$state"
+fi
+mkdir -p "$state"
+
+"$bin/kwokctl" create cluster --name "$name" -c "$here/kwokctl.yaml" \
+  --kubeconfig "$kubeconfig" \
+  --etcd-binary "$bin/etcd" \
+  --kube-apiserver-binary "$bin/kube-apiserver" \
+  --kube-controller-manager-binary "$bin/kube-controller-manager" \
+  --kube-scheduler-binary "$bin/kube-scheduler" \
+  --kwok-controller-binary "$bin/kwok" \
+  --quiet-pull --wait 3m >"$state/create.log" 2>&1 || {
+  cat "$state/create.log" >&2
+  exit 1
+}
+ln -sfn "kwok/clusters/$name/logs" "$state/logs"
+# The tools' own kubectl, so scripts do not depend on one installed on the machine.
+ln -sfn "$bin/kubectl" "$state/kubectl"
+
+"${kubectl[@]}" apply -f "$here/nodes.yaml" >/dev/null
+"${kubectl[@]}" wait --for=condition=Ready node --all --timeout=120s >/dev/null
+# Pods need the default ServiceAccount, which the controller manager creates.
+for _ in $(seq 1 120); do
+  "${kubectl[@]}" -n default get serviceaccount default >/dev/null 2>&1 && break
+  sleep 0.5
+done
+echo "cluster up: export KUBECONFIG=$kubeconfig"

@@ -1,0 +1,4 @@
+//! End-to-end tests against the local control plane; `make e2e` starts it first.
+
+mod cluster;
+mod support;

@@ -1,0 +1,324 @@
+//! Helpers for end-to-end tests against the local control plane (`make cluster-up`).
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, Config, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+/// Path of the admin kubeconfig written by `make cluster-up`.
+pub fn kubeconfig_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/cluster/kubeconfig")
+}
+
+/// A client for the local control plane.
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}; run `make cluster-up`", path.display()));
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is usable");
+    Client::try_from(config).expect("client")
+}
+
+/// A namespace created for one test and deleted when the test ends, pass or fail.
+pub struct TestNs {
+    /// Client for the local control plane.
+    pub client: Client,
+    /// Namespace name.
+    pub name: String,
+}
+
+impl TestNs {
+    /// Creates a fresh namespace whose name starts with `prefix`.
+    pub async fn new(prefix: &str) -> Self {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let client = client().await;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "{prefix}-{:x}{:x}-{}",
+            std::process::id() % 4096,
+            nanos % 65536,
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        // Pods cannot be created until the default ServiceAccount exists.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        wait_for_object(&sa, "default", Duration::from_secs(30), |_| true).await;
+        Self { client, name }
+    }
+
+    /// Typed namespaced API.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Creates a pod that kwok runs: Running, Ready and with an IP shortly after.
+    pub async fn create_pod(&self, name: &str, labels: &[(&str, &str)]) -> Pod {
+        self.create_pod_with(name, labels, &[]).await
+    }
+
+    /// Creates a pod with labels and annotations.
+    pub async fn create_pod_with(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+    ) -> Pod {
+        let pod = pod_manifest(name, labels, annotations);
+        self.api::<Pod>()
+            .create(&PostParams::default(), &pod)
+            .await
+            .unwrap_or_else(|e| panic!("create pod {name}: {e}"))
+    }
+
+    /// Waits until a pod is Ready with an IP.
+    pub async fn wait_running(&self, name: &str) -> Pod {
+        wait_for_object(
+            &self.api::<Pod>(),
+            name,
+            Duration::from_secs(60),
+            |p: &Pod| pod_ready(p) && pod_ip(p).is_some(),
+        )
+        .await
+    }
+
+    /// Sets a pod's Ready condition through the status subresource, as a kubelet would.
+    pub async fn set_ready(&self, name: &str, ready: bool) {
+        let status = if ready { "True" } else { "False" };
+        let now = jiff::Timestamp::now().to_string();
+        let patch = json!({"status": {"conditions": [
+            {"type": "Ready", "status": status, "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": status, "lastTransitionTime": now},
+        ]}});
+        self.api::<Pod>()
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+            .unwrap_or_else(|e| panic!("set ready={ready} on {name}: {e}"));
+    }
+
+    /// Sets (or with `None` removes) one label on a pod.
+    pub async fn set_label(&self, pod: &str, key: &str, value: Option<&str>) {
+        let patch = json!({"metadata": {"labels": {key: value}}});
+        self.api::<Pod>()
+            .patch(pod, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap_or_else(|e| panic!("label {pod}: {e}"));
+    }
+
+    /// Deletes a pod at once (grace period 0).
+    pub async fn delete_pod_now(&self, name: &str) {
+        self.api::<Pod>()
+            .delete(name, &DeleteParams::default().grace_period(0))
+            .await
+            .unwrap_or_else(|e| panic!("delete pod {name}: {e}"));
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop cannot await; a short-lived runtime on its own thread does the delete.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let api = Api::<Namespace>::all(client().await);
+                api.delete(&name, &DeleteParams::background()).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A pod manifest for the fake nodes.
+pub fn pod_manifest(name: &str, labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Pod {
+    let labels: BTreeMap<_, _> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let annotations: BTreeMap<_, _> = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": {
+            "containers": [{"name": "app", "image": "registry.example/app:1"}],
+            "terminationGracePeriodSeconds": 30,
+        }
+    }))
+    .unwrap()
+}
+
+/// The pod's Ready condition is True.
+pub fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The pod's IP, if it has one.
+pub fn pod_ip(p: &Pod) -> Option<String> {
+    p.status.as_ref().and_then(|s| s.pod_ip.clone())
+}
+
+/// A label's value on an object.
+pub fn label<K: Resource>(o: &K, key: &str) -> Option<String> {
+    o.meta().labels.as_ref().and_then(|l| l.get(key).cloned())
+}
+
+/// An annotation's value on an object.
+pub fn annotation<K: Resource>(o: &K, key: &str) -> Option<String> {
+    o.meta()
+        .annotations
+        .as_ref()
+        .and_then(|l| l.get(key).cloned())
+}
+
+/// Watches one object until `ok` holds, or panics after `timeout`.
+pub async fn wait_for_object<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    ok: impl Fn(&K) -> bool,
+) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let stream = watcher(api.clone(), cfg).applied_objects();
+    let mut stream = std::pin::pin!(stream);
+    let mut last = None;
+    let found = tokio::time::timeout(timeout, async {
+        while let Some(obj) = stream.try_next().await.ok().flatten() {
+            if ok(&obj) {
+                return Some(obj);
+            }
+            last = Some(obj);
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(o)) => o,
+        _ => panic!("timed out after {timeout:?} waiting for {name}; last seen: {last:#?}"),
+    }
+}
+
+/// Watches a set of objects (a reflector) until `ok` holds over them, or panics after `timeout`.
+pub async fn wait_for_list<K>(
+    api: &Api<K>,
+    cfg: watcher::Config,
+    timeout: Duration,
+    what: &str,
+    ok: impl Fn(&[std::sync::Arc<K>]) -> bool,
+) -> Vec<std::sync::Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api.clone(), cfg)).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, stream.next()).await {
+            Ok(Some(Ok(
+                watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_),
+            ))) => {
+                if reader.wait_until_ready().await.is_ok() && ok(&reader.state()) {
+                    return reader.state();
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; last state: {:#?}",
+                    reader.state()
+                )
+            }
+        }
+    }
+}
+
+/// Lists objects once.
+pub async fn list<K>(api: &Api<K>, selector: &str) -> Vec<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    api.list(&ListParams::default().labels(selector))
+        .await
+        .expect("list")
+        .items
+}
+
+/// A running `podium` operator process, killed when dropped.
+pub struct Operator {
+    child: Child,
+    /// Namespace the operator is scoped to.
+    pub namespace: String,
+}
+
+impl Operator {
+    /// Starts `podium run` scoped to a namespace, with extra arguments.
+    pub async fn start(namespace: &str, extra: &[&str]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_podium"));
+        cmd.arg("run")
+            .arg("--kubeconfig")
+            .arg(kubeconfig_path())
+            .arg("--namespace")
+            .arg(namespace)
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("PODIUM_E2E_LOG").unwrap_or_else(|_| "podium=info".into()),
+            )
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if std::env::var("PODIUM_E2E_QUIET").is_ok() {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        let child = cmd.spawn().expect("start podium");
+        Self {
+            child,
+            namespace: namespace.to_string(),
+        }
+    }
+
+    /// Stops the process with SIGKILL and waits for it.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Milliseconds since `start`, for printing measured latencies.
+pub fn ms_since(start: Instant) -> u128 {
+    start.elapsed().as_millis()
+}

@@ -1,0 +1,230 @@
+//! The `ElectionGroup` custom resource (`podium.dev/v1alpha1`) and the keys podium writes.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every podium resource.
+pub const GROUP: &str = "podium.dev";
+/// Default label key that carries a member's role.
+pub const DEFAULT_ROLE_LABEL: &str = "podium.dev/role";
+/// Annotation on the leader pod holding its fencing term.
+pub const TERM_ANNOTATION: &str = "podium.dev/term";
+/// Annotation on every managed pod naming its group.
+pub const GROUP_ANNOTATION: &str = "podium.dev/group";
+/// Pod annotation read by `preference: Priority` (integer, higher wins).
+pub const PRIORITY_ANNOTATION: &str = "podium.dev/priority";
+/// Group annotation that requests a manual handoff (`<pod>` or `any`).
+pub const HANDOFF_ANNOTATION: &str = "podium.dev/handoff-to";
+/// Finalizer that lets the controller remove its labels when a group is deleted.
+pub const FINALIZER: &str = "podium.dev/cleanup";
+/// Role label value of the leader.
+pub const LEADER: &str = "leader";
+/// Role label value of every other member.
+pub const FOLLOWER: &str = "follower";
+
+/// Desired state of an election group: which pods take part and how leadership moves.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "podium.dev",
+    version = "v1alpha1",
+    kind = "ElectionGroup",
+    namespaced,
+    shortname = "eg",
+    status = "ElectionGroupStatus",
+    doc = "A set of pods, chosen by a label selector, of which exactly one is labelled leader",
+    printcolumn(name = "Leader", type_ = "string", json_path = ".status.leader"),
+    printcolumn(name = "Term", type_ = "integer", json_path = ".status.term"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.readySummary"),
+    printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
+    printcolumn(name = "Next Handoff", type_ = "date", json_path = ".status.nextHandoff"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ElectionGroupSpec {
+    /// Label selector over pods in the group's namespace; must not be empty.
+    #[x_kube(validation = Rule::new(
+        "(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)"
+    ).message("selector must not be empty: it would select every pod in the namespace"))]
+    pub selector: LabelSelector,
+
+    /// Label key written on every member, with value `leader` or `follower`.
+    #[serde(default = "default_role_label")]
+    #[schemars(length(min = 1, max = 316))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')"
+    ).message("roleLabel must be a valid label key, e.g. podium.dev/role"))]
+    pub role_label: String,
+
+    /// How the leader is chosen among candidates.
+    #[serde(default)]
+    pub preference: Preference,
+
+    /// How long a pod must have been Ready before it may lead.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 86400))]
+    pub min_ready_seconds: i64,
+
+    /// How long a NotReady leader is kept before failover.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 86400))]
+    pub failover_tolerance_seconds: i64,
+
+    /// Scheduled and maximum-term handoffs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Handoff>,
+
+    /// Also mirror leadership into a coordination.k8s.io/v1 Lease named after the group.
+    #[serde(default)]
+    pub publish_lease: bool,
+
+    /// Freeze the group: no leader changes, labels untouched.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_role_label() -> String {
+    DEFAULT_ROLE_LABEL.to_string()
+}
+
+/// Which candidate wins an election.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Preference {
+    /// The oldest candidate pod.
+    #[default]
+    Oldest,
+    /// The highest `podium.dev/priority` annotation; ties go to the oldest.
+    Priority,
+}
+
+/// When leadership is handed over while the leader is healthy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Handoff {
+    /// Cron schedule: 5 fields, optional leading seconds, `@daily`-style macros or `@every <duration>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub schedule: Option<String>,
+
+    /// IANA time zone the schedule is read in; UTC when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+
+    /// Hand over once a leader has held this long (e.g. `24h`, `1h30m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub max_term: Option<String>,
+
+    /// Order of the two label writes of a planned handoff.
+    #[serde(default)]
+    pub mode: HandoffMode,
+}
+
+/// Order of writes in a planned handoff.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HandoffMode {
+    /// Demote the old leader before promoting the new one: never two leaders.
+    #[default]
+    BreakBeforeMake,
+    /// Promote the new leader before demoting the old one: never zero leaders.
+    MakeBeforeBreak,
+}
+
+/// Observed state of an election group.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ElectionGroupStatus {
+    /// Name of the leader pod, absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// UID of the leader pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_uid: Option<String>,
+    /// Fencing term: +1 on every change of leader, never decreases.
+    #[serde(default)]
+    pub term: i64,
+    /// When the current leader took over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_since: Option<Time>,
+    /// Pods selected by the group.
+    #[serde(default)]
+    pub members: i32,
+    /// Members that are Ready.
+    #[serde(default)]
+    pub ready_members: i32,
+    /// `readyMembers/members`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_summary: Option<String>,
+    /// The instant of the next scheduled or maximum-term handoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_handoff: Option<Time>,
+    /// When a due handoff last found no other candidate; the next one is counted from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_skipped_at: Option<Time>,
+    /// The last change of leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition: Option<Transition>,
+    /// The generation of the spec this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `SpecValid` and `Conflict` conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// One change of leader.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    /// When the new leader was labelled.
+    pub time: Time,
+    /// The previous leader, if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The new leader, absent when leadership was given up for want of candidates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Why leadership moved.
+    pub reason: TransitionReason,
+}
+
+/// Why leadership moved.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransitionReason {
+    /// First leader of a group, or a leader after a time without one.
+    Elected,
+    /// The leader died, turned unready, stopped matching or is terminating.
+    Failover,
+    /// A scheduled handoff.
+    Scheduled,
+    /// The leader reached `handoff.maxTerm`.
+    MaxTerm,
+    /// A `podium.dev/handoff-to` request.
+    Manual,
+    /// A candidate with a higher priority became Ready.
+    Preempted,
+    /// No candidate was left to lead.
+    NoCandidates,
+}
+
+impl TransitionReason {
+    /// The reason as it appears in status, Events and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Elected => "Elected",
+            Self::Failover => "Failover",
+            Self::Scheduled => "Scheduled",
+            Self::MaxTerm => "MaxTerm",
+            Self::Manual => "Manual",
+            Self::Preempted => "Preempted",
+            Self::NoCandidates => "NoCandidates",
+        }
+    }
+}
+
+/// The CRD manifest as YAML, as `podium crd` prints it.
+pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
+    serde_saphyr::to_string(&ElectionGroup::crd())
+}
