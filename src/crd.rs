@@ -25,6 +25,8 @@ pub const LEADER: &str = "leader";
 pub const FOLLOWER: &str = "follower";
 
 /// Desired state of an election group: which pods take part and how leadership moves.
+// The printer columns repeat `type_ = ...`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "podium.dev",
@@ -38,8 +40,16 @@ pub const FOLLOWER: &str = "follower";
     printcolumn(name = "Term", type_ = "integer", json_path = ".status.term"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.readySummary"),
     printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
-    printcolumn(name = "Next Handoff", type_ = "date", json_path = ".status.nextHandoff"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Next Handoff",
+        type_ = "date",
+        json_path = ".status.nextHandoff"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ElectionGroupSpec {

@@ -152,16 +152,13 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
         .iter()
         .filter(|m| m.role.as_deref() == Some(LEADER))
         .collect();
-    let current = labelled
-        .iter()
-        .copied()
-        .max_by(|a, b| {
-            let named = |m: &Member| obs.status.leader.as_deref() == Some(m.name.as_str());
-            named(a)
-                .cmp(&named(b))
-                .then(a.term.cmp(&b.term))
-                .then_with(|| order(b, a))
-        });
+    let current = labelled.iter().copied().max_by(|a, b| {
+        let named = |m: &Member| obs.status.leader.as_deref() == Some(m.name.as_str());
+        named(a)
+            .cmp(&named(b))
+            .then(a.term.cmp(&b.term))
+            .then_with(|| order(b, a))
+    });
 
     let candidates: Vec<&Member> = {
         let mut c: Vec<&Member> = obs
@@ -207,7 +204,10 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
                 };
                 (candidates.first().copied(), Some(reason))
             }
-            Some(Fitness::Unfit) => (candidates.first().copied(), Some(TransitionReason::Failover)),
+            Some(Fitness::Unfit) => (
+                candidates.first().copied(),
+                Some(TransitionReason::Failover),
+            ),
             Some(Fitness::Grace(until)) => {
                 requeue.at(until, obs.now);
                 (current, None)
@@ -231,32 +231,36 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
                         )),
                     }
                 }
-                if choice.1.is_none() && s.preference == Preference::Priority {
-                    if let Some(best) = candidates.first().filter(|c| c.priority > leader.priority) {
-                        choice = (Some(*best), Some(TransitionReason::Preempted));
-                    }
+                if choice.1.is_none()
+                    && s.preference == Preference::Priority
+                    && let Some(best) = candidates.first().filter(|c| c.priority > leader.priority)
+                {
+                    choice = (Some(*best), Some(TransitionReason::Preempted));
                 }
-                if choice.1.is_none() {
-                    let base = skipped_at.map_or(since, |t| t.max(since));
-                    if let Some((at, due)) = s.timing.next_after(base) {
-                        if at <= obs.now {
-                            match rotate(leader, &candidates, s.preference) {
-                                Some(target) => {
-                                    let reason = match due {
-                                        Due::Scheduled => TransitionReason::Scheduled,
-                                        Due::MaxTerm => TransitionReason::MaxTerm,
-                                    };
-                                    choice = (Some(target), Some(reason));
-                                }
-                                None => {
-                                    skipped_at = Some(obs.now);
-                                    notes.push(group_note(
-                                        false,
-                                        "HandoffSkipped",
-                                        format!("{} handoff due, but no other candidate is ready; {} stays leader", due_word(due), leader.name),
-                                    ));
-                                }
-                            }
+                let base = skipped_at.map_or(since, |t| t.max(since));
+                if choice.1.is_none()
+                    && let Some((at, due)) = s.timing.next_after(base)
+                    && at <= obs.now
+                {
+                    match rotate(leader, &candidates, s.preference) {
+                        Some(target) => {
+                            let reason = match due {
+                                Due::Scheduled => TransitionReason::Scheduled,
+                                Due::MaxTerm => TransitionReason::MaxTerm,
+                            };
+                            choice = (Some(target), Some(reason));
+                        }
+                        None => {
+                            skipped_at = Some(obs.now);
+                            notes.push(group_note(
+                                false,
+                                "HandoffSkipped",
+                                format!(
+                                    "{} handoff due, but no other candidate is ready; {} stays leader",
+                                    due_word(due),
+                                    leader.name
+                                ),
+                            ));
                         }
                     }
                 }
@@ -284,6 +288,7 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
     };
 
     let transition = match next {
+        _ if s.paused => None,
         Some(_) if changed => Some(reason.unwrap_or(TransitionReason::Elected)),
         None if changed || obs.status.leader.is_some() => Some(TransitionReason::NoCandidates),
         _ => None,
@@ -302,14 +307,20 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
                         "{} is leader (term {term}, reason {}{})",
                         to,
                         r.as_str(),
-                        from.as_ref().map(|f| format!(", was {f}")).unwrap_or_default()
+                        from.as_ref()
+                            .map(|f| format!(", was {f}"))
+                            .unwrap_or_default()
                     ),
                 ));
                 notes.push(Note {
                     subject: Subject::Pod(to.clone()),
                     warning: false,
                     reason: "BecameLeader",
-                    message: format!("leader of {} (term {term}, reason {})", obs.group, r.as_str()),
+                    message: format!(
+                        "leader of {} (term {term}, reason {})",
+                        obs.group,
+                        r.as_str()
+                    ),
                 });
             }
             if let Some(old) = current.filter(|c| next.is_none_or(|n| n.name != c.name)) {
@@ -348,19 +359,29 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
             Some(l) if l.ready => ("True", "Paused", format!("paused; {} leads", l.name)),
             _ => ("False", "Paused", "paused; no healthy leader".to_string()),
         },
-        Some(l) if l.ready && !l.terminating => ("True", "LeaderReady", format!("{} leads", l.name)),
+        Some(l) if l.ready && !l.terminating => {
+            ("True", "LeaderReady", format!("{} leads", l.name))
+        }
         Some(l) => (
             "False",
             "LeaderNotReady",
-            format!("{} leads but is not ready; failover after {}s", l.name, s.tolerance.as_secs()),
+            format!(
+                "{} leads but is not ready; failover after {}s",
+                l.name,
+                s.tolerance.as_secs()
+            ),
         ),
         None => (
             "False",
             "NoCandidates",
-            format!("none of {} member(s) is a ready candidate", obs.members.len()),
+            format!(
+                "none of {} member(s) is a ready candidate",
+                obs.members.len()
+            ),
         ),
     };
-    if ready_reason == "NoCandidates" && condition_reason(obs.status, READY) != Some("NoCandidates") {
+    if ready_reason == "NoCandidates" && condition_reason(obs.status, READY) != Some("NoCandidates")
+    {
         notes.push(group_note(
             true,
             "NoCandidates",
@@ -377,7 +398,11 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
     }
 
     let (conflict_status, conflict_reason, conflict_message) = if obs.conflicts.is_empty() {
-        ("False", "NoOverlap", "no other group selects these pods".to_string())
+        (
+            "False",
+            "NoOverlap",
+            "no other group selects these pods".to_string(),
+        )
     } else {
         (
             "True",
@@ -388,14 +413,28 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
             ),
         )
     };
-    if conflict_status == "True" && condition_message(obs.status, CONFLICT) != Some(conflict_message.as_str()) {
+    if conflict_status == "True"
+        && condition_message(obs.status, CONFLICT) != Some(conflict_message.as_str())
+    {
         notes.push(group_note(true, "Conflict", conflict_message.clone()));
     }
 
     let conditions = vec![
         condition(obs, READY, ready_status, ready_reason, ready_message),
-        condition(obs, SPEC_VALID, "True", "Valid", "spec is valid".to_string()),
-        condition(obs, CONFLICT, conflict_status, conflict_reason, conflict_message),
+        condition(
+            obs,
+            SPEC_VALID,
+            "True",
+            "Valid",
+            "spec is valid".to_string(),
+        ),
+        condition(
+            obs,
+            CONFLICT,
+            conflict_status,
+            conflict_reason,
+            conflict_message,
+        ),
     ];
 
     let status = ElectionGroupStatus {
@@ -442,7 +481,15 @@ pub fn reject(
     let mut conditions: Vec<Condition> = [READY, CONFLICT].iter().filter_map(|t| keep(t)).collect();
     conditions.insert(
         1.min(conditions.len()),
-        set_condition(status, generation, now, SPEC_VALID, "False", "InvalidSpec", problems.to_string()),
+        set_condition(
+            status,
+            generation,
+            now,
+            SPEC_VALID,
+            "False",
+            "InvalidSpec",
+            problems.to_string(),
+        ),
     );
     next.conditions = conditions;
     Plan {
@@ -483,7 +530,10 @@ fn plan_writes(
         }
         let write = PodWrite {
             pod: m.name.clone(),
-            change: PodChange::Label { role, term: want_term },
+            change: PodChange::Label {
+                role,
+                term: want_term,
+            },
         };
         if m.role.as_deref() == Some(LEADER) && role == FOLLOWER {
             demotions.push(write);
@@ -592,13 +642,13 @@ fn manual_target<'m>(
     let Some(target) = candidates.iter().find(|c| c.name == request) else {
         return Err(format!("{request} is not a ready member of this group"));
     };
-    if p == Preference::Priority {
-        if let Some(best) = candidates.first().filter(|b| b.priority > target.priority) {
-            return Err(format!(
-                "{request} has priority {} below {}'s {} and would be preempted at once",
-                target.priority, best.name, best.priority
-            ));
-        }
+    if p == Preference::Priority
+        && let Some(best) = candidates.first().filter(|b| b.priority > target.priority)
+    {
+        return Err(format!(
+            "{request} has priority {} below {}'s {} and would be preempted at once",
+            target.priority, best.name, best.priority
+        ));
     }
     Ok(Some(*target))
 }
@@ -635,8 +685,22 @@ fn condition_message<'s>(status: &'s ElectionGroupStatus, type_: &str) -> Option
     find(status, type_).map(|c| c.message.as_str())
 }
 
-fn condition(obs: &Observation<'_>, type_: &str, status: &str, reason: &str, message: String) -> Condition {
-    set_condition(obs.status, obs.generation, obs.now, type_, status, reason, message)
+fn condition(
+    obs: &Observation<'_>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+) -> Condition {
+    set_condition(
+        obs.status,
+        obs.generation,
+        obs.now,
+        type_,
+        status,
+        reason,
+        message,
+    )
 }
 
 /// A condition whose transition time only moves when its status does.
@@ -679,3 +743,6 @@ impl Requeue {
             .and_then(|t| std::time::Duration::try_from(t.duration_since(now)).ok())
     }
 }
+
+#[cfg(test)]
+mod tests;

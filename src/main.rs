@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "podium", version, about = "Gives a set of pods exactly one leader")]
+#[command(
+    name = "podium",
+    version,
+    about = "Gives a set of pods exactly one leader"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

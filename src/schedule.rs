@@ -106,14 +106,20 @@ fn next_cron(cron: &Cron, after: &Zoned) -> Option<Timestamp> {
 /// Parses a cron expression or `@every <duration>`.
 pub fn parse_schedule(expr: &str) -> Result<Schedule, ScheduleError> {
     let trimmed = expr.trim();
-    if let Some(rest) = trimmed.strip_prefix("@every") {
-        if rest.starts_with(char::is_whitespace) {
-            return parse_duration("handoff.schedule @every", rest.trim()).map(Schedule::Every);
-        }
+    if let Some(rest) = trimmed.strip_prefix("@every")
+        && rest.starts_with(char::is_whitespace)
+    {
+        return parse_duration("handoff.schedule @every", rest.trim()).map(Schedule::Every);
     }
+    // croner knows every common macro but `@midnight`, which is `@daily` by another name.
+    let pattern = if trimmed.eq_ignore_ascii_case("@midnight") {
+        "@daily"
+    } else {
+        trimmed
+    };
     let parser = CronParser::builder().seconds(Seconds::Optional).build();
     parser
-        .parse(trimmed)
+        .parse(pattern)
         .map(|c| Schedule::Cron(Box::new(c)))
         .map_err(|e| ScheduleError::Cron {
             expr: expr.to_string(),
@@ -162,29 +168,102 @@ mod tests {
     #[test]
     fn cron_forms() {
         let cases = [
-            ("0 3 * * *", None, "2026-11-22T10:00:00Z", "2026-11-23T03:00:00Z"),
-            ("*/15 * * * *", None, "2026-11-22T10:07:00Z", "2026-11-22T10:15:00Z"),
-            ("30 */5 * * * *", None, "2026-11-22T10:00:00Z", "2026-11-22T10:00:30Z"),
-            ("@hourly", None, "2026-11-22T10:07:00Z", "2026-11-22T11:00:00Z"),
-            ("@daily", None, "2026-11-22T10:07:00Z", "2026-11-23T00:00:00Z"),
-            ("@midnight", None, "2026-11-22T10:07:00Z", "2026-11-23T00:00:00Z"),
-            ("@weekly", None, "2026-11-22T10:07:00Z", "2026-11-29T00:00:00Z"),
-            ("@monthly", None, "2026-11-22T10:07:00Z", "2026-12-01T00:00:00Z"),
-            ("@yearly", None, "2026-11-22T10:07:00Z", "2027-01-01T00:00:00Z"),
-            ("@annually", None, "2026-11-22T10:07:00Z", "2027-01-01T00:00:00Z"),
-            ("0 3 * * *", Some("Europe/Berlin"), "2026-11-22T10:00:00Z", "2026-11-23T02:00:00Z"),
-            ("0 9 * * 1", Some("America/New_York"), "2026-11-22T10:00:00Z", "2026-11-23T14:00:00Z"),
+            (
+                "0 3 * * *",
+                None,
+                "2026-11-22T10:00:00Z",
+                "2026-11-23T03:00:00Z",
+            ),
+            (
+                "*/15 * * * *",
+                None,
+                "2026-11-22T10:07:00Z",
+                "2026-11-22T10:15:00Z",
+            ),
+            (
+                "30 */5 * * * *",
+                None,
+                "2026-11-22T10:00:00Z",
+                "2026-11-22T10:00:30Z",
+            ),
+            (
+                "@hourly",
+                None,
+                "2026-11-22T10:07:00Z",
+                "2026-11-22T11:00:00Z",
+            ),
+            (
+                "@daily",
+                None,
+                "2026-11-22T10:07:00Z",
+                "2026-11-23T00:00:00Z",
+            ),
+            (
+                "@midnight",
+                None,
+                "2026-11-22T10:07:00Z",
+                "2026-11-23T00:00:00Z",
+            ),
+            (
+                "@weekly",
+                None,
+                "2026-11-22T10:07:00Z",
+                "2026-11-29T00:00:00Z",
+            ),
+            (
+                "@monthly",
+                None,
+                "2026-11-22T10:07:00Z",
+                "2026-12-01T00:00:00Z",
+            ),
+            (
+                "@yearly",
+                None,
+                "2026-11-22T10:07:00Z",
+                "2027-01-01T00:00:00Z",
+            ),
+            (
+                "@annually",
+                None,
+                "2026-11-22T10:07:00Z",
+                "2027-01-01T00:00:00Z",
+            ),
+            (
+                "0 3 * * *",
+                Some("Europe/Berlin"),
+                "2026-11-22T10:00:00Z",
+                "2026-11-23T02:00:00Z",
+            ),
+            (
+                "0 9 * * 1",
+                Some("America/New_York"),
+                "2026-11-22T10:00:00Z",
+                "2026-11-23T14:00:00Z",
+            ),
         ];
         for (expr, tz, base, want) in cases {
-            assert_eq!(next(expr, tz, base), ts(want), "{expr} in {tz:?} after {base}");
+            assert_eq!(
+                next(expr, tz, base),
+                ts(want),
+                "{expr} in {tz:?} after {base}"
+            );
         }
     }
 
     #[test]
     fn every_counts_from_base() {
-        assert_eq!(next("@every 90s", None, "2026-11-22T10:00:00Z"), ts("2026-11-22T10:01:30Z"));
-        assert_eq!(next("@every 1h30m", None, "2026-11-22T10:00:00Z"), ts("2026-11-22T11:30:00Z"));
-        assert_eq!(next("@every 10s", Some("Asia/Tokyo"), "2026-11-22T10:00:05Z"), ts("2026-11-22T10:00:15Z"));
+        assert_eq!(
+            next("@every 90s", None, "2026-11-22T10:00:00Z"),
+            ts("2026-11-22T10:01:30Z")
+        );
+        assert_eq!(
+            next("@every 1h30m", None, "2026-11-22T10:00:00Z"),
+            ts("2026-11-22T11:30:00Z")
+        );
+        assert_eq!(
+            next("@every 10s", Some("Asia/Tokyo"), "2026-11-22T10:00:05Z"),
+            ts("2026-11-22T10:00:15Z")
+        );
     }
 
     #[test]
@@ -223,14 +302,28 @@ mod tests {
             t.next_after(ts("2026-11-22T10:00:00Z")),
             Some((ts("2026-11-22T11:00:00Z"), Due::MaxTerm))
         );
-        assert!(Timing::parse(None, None, None).unwrap().next_after(ts("2026-11-22T10:00:00Z")).is_none());
+        assert!(
+            Timing::parse(None, None, None)
+                .unwrap()
+                .next_after(ts("2026-11-22T10:00:00Z"))
+                .is_none()
+        );
     }
 
     #[test]
     fn rejects_bad_input() {
         let bad_schedules = [
-            "", "* * *", "61 * * * *", "* * * * * * * *", "@every", "@every 0s", "@every 500ms",
-            "@every -5s", "@every soon", "@fortnightly", "0 25 * * *",
+            "",
+            "* * *",
+            "61 * * * *",
+            "* * * * * * * *",
+            "@every",
+            "@every 0s",
+            "@every 500ms",
+            "@every -5s",
+            "@every soon",
+            "@fortnightly",
+            "0 25 * * *",
         ];
         for s in bad_schedules {
             assert!(parse_schedule(s).is_err(), "{s:?} should be rejected");
@@ -238,10 +331,16 @@ mod tests {
         assert!(parse_time_zone("Mars/Olympus").is_err());
         assert!(parse_time_zone("Europe/Berlin").is_ok());
         for d in ["", "0s", "10", "abc", "-1h", "999ms"] {
-            assert!(parse_duration("handoff.maxTerm", d).is_err(), "{d:?} should be rejected");
+            assert!(
+                parse_duration("handoff.maxTerm", d).is_err(),
+                "{d:?} should be rejected"
+            );
         }
         for d in ["1s", "90s", "1h30m", "24h", "2m"] {
-            assert!(parse_duration("handoff.maxTerm", d).is_ok(), "{d:?} should parse");
+            assert!(
+                parse_duration("handoff.maxTerm", d).is_ok(),
+                "{d:?} should parse"
+            );
         }
     }
 }

@@ -33,8 +33,16 @@ pub struct Settings {
 pub fn validate(spec: &ElectionGroupSpec) -> Result<Settings, String> {
     let mut problems = Vec::new();
 
-    let selector_empty = spec.selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && spec.selector.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+    let selector_empty = spec
+        .selector
+        .match_labels
+        .as_ref()
+        .is_none_or(|m| m.is_empty())
+        && spec
+            .selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|e| e.is_empty());
     if selector_empty {
         problems.push("spec.selector must not be empty".to_string());
     }
@@ -90,7 +98,8 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
     fn spec() -> ElectionGroupSpec {
-        serde_json::from_value(serde_json::json!({"selector": {"matchLabels": {"app": "x"}}})).unwrap()
+        serde_json::from_value(serde_json::json!({"selector": {"matchLabels": {"app": "x"}}}))
+            .unwrap()
     }
 
     #[test]
@@ -104,8 +113,12 @@ mod tests {
 
     #[test]
     fn reports_each_problem() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut ElectionGroupSpec)>)> = vec![
-            ("selector must not be empty", Box::new(|s| s.selector = LabelSelector::default())),
+        type Mutation = Box<dyn Fn(&mut ElectionGroupSpec)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            (
+                "selector must not be empty",
+                Box::new(|s| s.selector = LabelSelector::default()),
+            ),
             (
                 "spec.selector is invalid",
                 Box::new(|s| {
@@ -116,7 +129,10 @@ mod tests {
                     }])
                 }),
             ),
-            ("minReadySeconds must not be negative", Box::new(|s| s.min_ready_seconds = -1)),
+            (
+                "minReadySeconds must not be negative",
+                Box::new(|s| s.min_ready_seconds = -1),
+            ),
             (
                 "failoverToleranceSeconds must not be negative",
                 Box::new(|s| s.failover_tolerance_seconds = -5),
@@ -124,18 +140,29 @@ mod tests {
             (
                 "not a valid cron expression",
                 Box::new(|s| {
-                    s.handoff = Some(Handoff { schedule: Some("every day".into()), ..Default::default() })
+                    s.handoff = Some(Handoff {
+                        schedule: Some("every day".into()),
+                        ..Default::default()
+                    })
                 }),
             ),
             (
                 "not a known IANA time zone",
                 Box::new(|s| {
-                    s.handoff = Some(Handoff { time_zone: Some("Moon/Base".into()), ..Default::default() })
+                    s.handoff = Some(Handoff {
+                        time_zone: Some("Moon/Base".into()),
+                        ..Default::default()
+                    })
                 }),
             ),
             (
                 "handoff.maxTerm",
-                Box::new(|s| s.handoff = Some(Handoff { max_term: Some("0s".into()), ..Default::default() })),
+                Box::new(|s| {
+                    s.handoff = Some(Handoff {
+                        max_term: Some("0s".into()),
+                        ..Default::default()
+                    })
+                }),
             ),
         ];
         for (want, mutate) in cases {

@@ -1,0 +1,765 @@
+//! Table-driven tests of the decision rules, and a property test over random histories.
+
+use super::*;
+use crate::crd::{ElectionGroupSpec, Handoff};
+use crate::validation::validate;
+use proptest::prelude::*;
+
+const T0: &str = "2026-11-22T10:00:00Z";
+
+fn at(secs: i64) -> Timestamp {
+    T0.parse::<Timestamp>().unwrap() + SignedDuration::from_secs(secs)
+}
+
+fn settings(f: impl FnOnce(&mut ElectionGroupSpec)) -> Settings {
+    let mut spec: ElectionGroupSpec =
+        serde_json::from_value(serde_json::json!({"selector": {"matchLabels": {"app": "x"}}}))
+            .unwrap();
+    f(&mut spec);
+    validate(&spec).unwrap()
+}
+
+/// A Ready pod created `age` seconds before T0, Ready since its creation.
+fn pod(name: &str, age: i64) -> Member {
+    Member {
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        created: at(-age),
+        ready: true,
+        ready_changed: Some(at(-age)),
+        terminating: false,
+        priority: 0,
+        role: None,
+        term: None,
+        group: None,
+    }
+}
+
+fn trio() -> Vec<Member> {
+    vec![pod("a", 300), pod("b", 200), pod("c", 100)]
+}
+
+struct World {
+    settings: Settings,
+    members: Vec<Member>,
+    status: ElectionGroupStatus,
+    now: Timestamp,
+    request: Option<String>,
+    conflicts: Vec<String>,
+    departed: Vec<String>,
+}
+
+impl World {
+    fn new(settings: Settings, members: Vec<Member>) -> Self {
+        Self {
+            settings,
+            members,
+            status: ElectionGroupStatus::default(),
+            now: at(0),
+            request: None,
+            conflicts: vec![],
+            departed: vec![],
+        }
+    }
+
+    fn decide(&self) -> Plan {
+        decide(&Observation {
+            group: "g",
+            generation: Some(1),
+            settings: &self.settings,
+            status: &self.status,
+            members: &self.members,
+            departed: &self.departed,
+            conflicts: &self.conflicts,
+            handoff_request: self.request.as_deref(),
+            now: self.now,
+        })
+    }
+
+    /// Decides and applies the plan as the reconciler would; returns the plan.
+    fn step(&mut self) -> Plan {
+        let plan = self.decide();
+        for w in &plan.writes {
+            apply_write(&mut self.members, w);
+        }
+        self.status = plan.status.clone();
+        if plan.clear_handoff_request {
+            self.request = None;
+        }
+        plan
+    }
+
+    fn leaders(&self) -> Vec<&str> {
+        self.members
+            .iter()
+            .filter(|m| m.role.as_deref() == Some(LEADER))
+            .map(|m| m.name.as_str())
+            .collect()
+    }
+
+    fn member(&mut self, name: &str) -> &mut Member {
+        self.members.iter_mut().find(|m| m.name == name).unwrap()
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.members.retain(|m| m.name != name);
+    }
+}
+
+fn apply_write(members: &mut [Member], w: &PodWrite) {
+    if let Some(m) = members.iter_mut().find(|m| m.name == w.pod) {
+        match &w.change {
+            PodChange::Label { role, term } => {
+                m.role = Some(role.to_string());
+                m.term = *term;
+                m.group = Some("g".into());
+            }
+            PodChange::Release => {
+                m.role = None;
+                m.term = None;
+                m.group = None;
+            }
+        }
+    }
+}
+
+fn reasons(plan: &Plan) -> Vec<&'static str> {
+    plan.notes.iter().map(|n| n.reason).collect()
+}
+
+fn cond<'p>(plan: &'p Plan, t: &str) -> &'p Condition {
+    plan.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .unwrap()
+}
+
+#[test]
+fn oldest_ready_pod_is_elected_and_others_follow() {
+    let mut w = World::new(settings(|_| {}), trio());
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["a"]);
+    assert_eq!(plan.writes[0].pod, "a", "the leader is labelled first");
+    assert_eq!(plan.writes.len(), 3);
+    assert!(w.members.iter().all(|m| m.group.as_deref() == Some("g")));
+    assert_eq!(w.member("a").term, Some(1));
+    assert_eq!(w.member("b").role.as_deref(), Some(FOLLOWER));
+    assert_eq!(w.member("b").term, None);
+    let s = &plan.status;
+    assert_eq!(
+        (s.leader.as_deref(), s.term, s.members, s.ready_members),
+        (Some("a"), 1, 3, 3)
+    );
+    assert_eq!(s.ready_summary.as_deref(), Some("3/3"));
+    assert_eq!(s.leader_since, Some(Time(at(0))));
+    assert_eq!(
+        s.last_transition.as_ref().unwrap().reason,
+        TransitionReason::Elected
+    );
+    assert_eq!(cond(&plan, READY).status, "True");
+    assert_eq!(cond(&plan, SPEC_VALID).status, "True");
+    assert_eq!(cond(&plan, CONFLICT).status, "False");
+    assert_eq!(reasons(&plan), ["LeaderElected", "BecameLeader"]);
+    assert_eq!(plan.transition, Some(TransitionReason::Elected));
+    assert_eq!(plan.requeue_after, None);
+}
+
+#[test]
+fn settled_group_writes_nothing_and_keeps_status() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    w.now = at(60);
+    let before = w.status.clone();
+    let plan = w.step();
+    assert!(plan.writes.is_empty(), "{:?}", plan.writes);
+    assert!(plan.notes.is_empty(), "{:?}", plan.notes);
+    assert_eq!(
+        plan.status, before,
+        "status must not churn when nothing changed"
+    );
+    assert_eq!(plan.transition, None);
+}
+
+#[test]
+fn ties_on_age_go_to_the_first_name() {
+    let mut w = World::new(
+        settings(|_| {}),
+        vec![pod("z", 100), pod("m", 100), pod("q", 100)],
+    );
+    w.step();
+    assert_eq!(w.leaders(), ["m"]);
+}
+
+#[test]
+fn deleted_leader_fails_over_with_a_higher_term() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    w.remove("a");
+    w.now = at(5);
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["b"]);
+    assert_eq!(plan.status.term, 2);
+    assert_eq!(w.member("b").term, Some(2));
+    let t = plan.status.last_transition.unwrap();
+    assert_eq!(
+        (t.from.as_deref(), t.to.as_deref(), t.reason),
+        (Some("a"), Some("b"), TransitionReason::Failover)
+    );
+    assert_eq!(plan.status.leader_since, Some(Time(at(5))));
+}
+
+#[test]
+fn terminating_leader_is_demoted_before_the_successor_is_promoted() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    w.member("a").terminating = true;
+    let plan = w.step();
+    assert_eq!(
+        plan.writes[..2],
+        [
+            PodWrite {
+                pod: "a".into(),
+                change: PodChange::Label {
+                    role: FOLLOWER,
+                    term: None
+                }
+            },
+            PodWrite {
+                pod: "b".into(),
+                change: PodChange::Label {
+                    role: LEADER,
+                    term: Some(2)
+                }
+            },
+        ]
+    );
+    assert_eq!(
+        plan.status.last_transition.as_ref().unwrap().reason,
+        TransitionReason::Failover
+    );
+    assert!(reasons(&plan).contains(&"LostLeadership"));
+}
+
+#[test]
+fn not_ready_leader_fails_over_at_once_with_zero_tolerance() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    w.now = at(10);
+    w.member("a").ready = false;
+    w.member("a").ready_changed = Some(at(10));
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["b"]);
+    assert_eq!(plan.writes[0].pod, "a", "break before make");
+}
+
+#[test]
+fn not_ready_leader_is_kept_within_tolerance_then_replaced() {
+    let mut w = World::new(settings(|s| s.failover_tolerance_seconds = 30), trio());
+    w.step();
+    w.now = at(10);
+    w.member("a").ready = false;
+    w.member("a").ready_changed = Some(at(10));
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["a"]);
+    assert!(plan.writes.is_empty());
+    assert_eq!(cond(&plan, READY).status, "False");
+    assert_eq!(cond(&plan, READY).reason, "LeaderNotReady");
+    assert_eq!(plan.requeue_after, Some(std::time::Duration::from_secs(30)));
+
+    w.now = at(39);
+    assert_eq!(w.step().transition, None);
+    w.now = at(40);
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["b"]);
+    assert_eq!(plan.transition, Some(TransitionReason::Failover));
+
+    // A leader that recovers within the tolerance keeps leading.
+    let mut w = World::new(settings(|s| s.failover_tolerance_seconds = 30), trio());
+    w.step();
+    w.member("a").ready = false;
+    w.member("a").ready_changed = Some(at(0));
+    w.step();
+    w.member("a").ready = true;
+    w.now = at(60);
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["a"]);
+    assert_eq!(cond(&plan, READY).status, "True");
+}
+
+#[test]
+fn min_ready_seconds_delays_candidacy() {
+    let mut members = trio();
+    for m in &mut members {
+        m.ready_changed = Some(at(-5));
+    }
+    let mut w = World::new(settings(|s| s.min_ready_seconds = 20), members);
+    let plan = w.step();
+    assert!(w.leaders().is_empty());
+    assert_eq!(cond(&plan, READY).reason, "NoCandidates");
+    assert_eq!(plan.requeue_after, Some(std::time::Duration::from_secs(15)));
+    w.now = at(15);
+    w.step();
+    assert_eq!(w.leaders(), ["a"]);
+}
+
+#[test]
+fn no_candidates_removes_the_leader_and_warns_once() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    for n in ["a", "b", "c"] {
+        w.member(n).ready = false;
+        w.member(n).ready_changed = Some(at(1));
+    }
+    w.now = at(1);
+    let plan = w.step();
+    assert!(w.leaders().is_empty());
+    assert_eq!(plan.status.leader, None);
+    assert_eq!(
+        plan.status.term, 1,
+        "term does not move without a new leader"
+    );
+    assert_eq!(cond(&plan, READY).reason, "NoCandidates");
+    assert!(reasons(&plan).contains(&"NoCandidates"));
+    assert_eq!(
+        plan.status.last_transition.unwrap().reason,
+        TransitionReason::NoCandidates
+    );
+    w.now = at(2);
+    let again = w.step();
+    assert!(again.notes.is_empty(), "warned twice: {:?}", again.notes);
+    assert!(again.writes.is_empty());
+
+    w.member("c").ready = true;
+    w.now = at(3);
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["c"]);
+    assert_eq!(plan.status.term, 2);
+    assert_eq!(plan.status.last_transition.unwrap().from.as_deref(), None);
+}
+
+#[test]
+fn empty_group_has_no_leader() {
+    let mut w = World::new(settings(|_| {}), vec![]);
+    let plan = w.step();
+    assert_eq!(plan.status.members, 0);
+    assert_eq!(cond(&plan, READY).reason, "NoCandidates");
+    assert_eq!(plan.transition, None);
+}
+
+#[test]
+fn priority_preference_and_preemption() {
+    let mut members = trio();
+    members[1].priority = 10;
+    members[2].priority = 10;
+    let mut w = World::new(settings(|s| s.preference = Preference::Priority), members);
+    w.step();
+    assert_eq!(w.leaders(), ["b"], "highest priority, then oldest");
+
+    let mut d = pod("d", 1);
+    d.priority = 50;
+    d.ready = false;
+    w.members.push(d);
+    w.now = at(5);
+    assert_eq!(w.step().transition, None, "a NotReady pod does not preempt");
+    w.member("d").ready = true;
+    w.now = at(6);
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["d"]);
+    assert_eq!(plan.transition, Some(TransitionReason::Preempted));
+    assert_eq!(plan.status.term, 2);
+
+    // Equal priority does not preempt.
+    let mut e = pod("e", 1000);
+    e.priority = 50;
+    w.members.push(e);
+    w.now = at(7);
+    assert_eq!(w.step().transition, None);
+}
+
+#[test]
+fn paused_group_touches_no_labels() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    w.settings.paused = true;
+    w.remove("a");
+    w.members.push(pod("d", 1));
+    let plan = w.step();
+    assert!(plan.writes.is_empty());
+    assert_eq!(plan.status.leader, None);
+    assert_eq!(plan.transition, None);
+    assert_eq!(cond(&plan, READY).reason, "Paused");
+    w.settings.paused = false;
+    w.step();
+    assert_eq!(w.leaders(), ["b"]);
+}
+
+#[test]
+fn restart_adopts_labels_without_writes_or_events() {
+    let mut members = trio();
+    for m in &mut members {
+        m.role = Some(FOLLOWER.into());
+        m.group = Some("g".into());
+    }
+    members[2].role = Some(LEADER.into());
+    members[2].term = Some(7);
+    let mut w = World::new(settings(|_| {}), members);
+    w.status.term = 5;
+    let plan = w.step();
+    assert!(plan.writes.is_empty(), "{:?}", plan.writes);
+    assert!(plan.notes.is_empty(), "{:?}", plan.notes);
+    assert_eq!(
+        plan.status.leader.as_deref(),
+        Some("c"),
+        "labels win over preference"
+    );
+    assert_eq!(
+        plan.status.term, 7,
+        "term is the max of status and annotations"
+    );
+}
+
+#[test]
+fn stale_leader_annotation_is_raised_to_the_status_term() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    w.member("a").term = Some(1);
+    w.status.term = 4;
+    let plan = w.step();
+    assert_eq!(plan.status.term, 4);
+    assert_eq!(
+        w.member("a").term,
+        Some(4),
+        "settled: annotation agrees with status"
+    );
+}
+
+#[test]
+fn two_labelled_leaders_are_reduced_to_the_one_in_status() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    w.member("c").role = Some(LEADER.into());
+    w.member("c").term = Some(1);
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["a"]);
+    assert_eq!(plan.writes.len(), 1);
+}
+
+#[test]
+fn departed_pods_are_released() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    w.departed = vec!["old".into()];
+    let plan = w.step();
+    assert_eq!(
+        plan.writes,
+        [PodWrite {
+            pod: "old".into(),
+            change: PodChange::Release
+        }]
+    );
+}
+
+#[test]
+fn conflict_is_reported_once() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.conflicts = vec!["older".into()];
+    let plan = w.step();
+    assert_eq!(cond(&plan, CONFLICT).status, "True");
+    assert!(cond(&plan, CONFLICT).message.contains("older"));
+    assert!(reasons(&plan).contains(&"Conflict"));
+    assert!(!reasons(&w.step()).contains(&"Conflict"));
+}
+
+fn every_10s(mode: HandoffMode) -> Settings {
+    settings(|s| {
+        s.handoff = Some(Handoff {
+            schedule: Some("@every 10s".into()),
+            mode,
+            ..Default::default()
+        })
+    })
+}
+
+#[test]
+fn scheduled_handoffs_rotate_through_every_candidate() {
+    let mut w = World::new(every_10s(HandoffMode::BreakBeforeMake), trio());
+    let plan = w.step();
+    assert_eq!(plan.status.next_handoff, Some(Time(at(10))));
+    assert_eq!(plan.requeue_after, Some(std::time::Duration::from_secs(10)));
+    w.now = at(9);
+    assert_eq!(w.step().transition, None);
+    let mut seen = vec![w.leaders()[0].to_string()];
+    for i in 1..=3 {
+        w.now = at(10 * i);
+        let plan = w.step();
+        assert_eq!(plan.transition, Some(TransitionReason::Scheduled));
+        assert_eq!(plan.status.term, 1 + i);
+        assert_eq!(plan.status.next_handoff, Some(Time(at(10 * i + 10))));
+        assert_eq!(
+            plan.writes[0].change,
+            PodChange::Label {
+                role: FOLLOWER,
+                term: None
+            },
+            "break before make"
+        );
+        seen.push(w.leaders()[0].to_string());
+    }
+    assert_eq!(seen, ["a", "b", "c", "a"]);
+}
+
+#[test]
+fn make_before_break_promotes_first_but_failover_never_does() {
+    let mut w = World::new(every_10s(HandoffMode::MakeBeforeBreak), trio());
+    w.step();
+    w.now = at(10);
+    let plan = w.step();
+    assert_eq!(
+        plan.writes[0],
+        PodWrite {
+            pod: "b".into(),
+            change: PodChange::Label {
+                role: LEADER,
+                term: Some(2)
+            }
+        }
+    );
+    assert_eq!(plan.writes[1].pod, "a");
+    w.member("b").terminating = true;
+    let plan = w.step();
+    assert_eq!(plan.writes[0].pod, "b", "a dying leader is demoted first");
+}
+
+#[test]
+fn handoff_with_no_other_candidate_is_skipped_and_rescheduled() {
+    let mut w = World::new(
+        every_10s(HandoffMode::BreakBeforeMake),
+        vec![pod("solo", 10)],
+    );
+    w.step();
+    w.now = at(10);
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["solo"]);
+    assert!(plan.writes.is_empty());
+    assert_eq!(reasons(&plan), ["HandoffSkipped"]);
+    assert_eq!(plan.status.next_handoff, Some(Time(at(20))));
+    w.now = at(15);
+    assert!(w.step().notes.is_empty(), "skipped once per instant");
+    w.members.push(pod("late", 1));
+    w.now = at(20);
+    w.step();
+    assert_eq!(w.leaders(), ["late"]);
+}
+
+#[test]
+fn max_term_hands_over() {
+    let s = settings(|s| {
+        s.handoff = Some(Handoff {
+            max_term: Some("15s".into()),
+            ..Default::default()
+        })
+    });
+    let mut w = World::new(s, trio());
+    w.step();
+    w.now = at(15);
+    let plan = w.step();
+    assert_eq!(plan.transition, Some(TransitionReason::MaxTerm));
+    assert_eq!(w.leaders(), ["b"]);
+    assert_eq!(plan.status.next_handoff, Some(Time(at(30))));
+}
+
+#[test]
+fn manual_handoffs() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    w.request = Some("c".into());
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["c"]);
+    assert_eq!(plan.transition, Some(TransitionReason::Manual));
+    assert!(plan.clear_handoff_request && w.request.is_none());
+
+    w.request = Some("any".into());
+    w.step();
+    assert_eq!(
+        w.leaders(),
+        ["a"],
+        "any: the next candidate after c, wrapping"
+    );
+
+    for bogus in ["nope", "a"] {
+        w.request = Some(bogus.into());
+        let plan = w.step();
+        assert_eq!(w.leaders(), ["a"]);
+        assert!(plan.writes.is_empty());
+        assert_eq!(reasons(&plan), ["HandoffRejected"]);
+        assert!(plan.notes[0].warning);
+        assert!(plan.clear_handoff_request);
+    }
+
+    w.member("b").ready = false;
+    w.request = Some("b".into());
+    assert_eq!(
+        reasons(&w.step()),
+        ["HandoffRejected"],
+        "a NotReady target is refused"
+    );
+
+    let mut solo = World::new(settings(|_| {}), vec![pod("solo", 1)]);
+    solo.step();
+    solo.request = Some("any".into());
+    assert_eq!(reasons(&solo.step()), ["HandoffSkipped"]);
+}
+
+#[test]
+fn manual_handoff_waits_while_paused() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    w.settings.paused = true;
+    w.request = Some("b".into());
+    let plan = w.step();
+    assert!(!plan.clear_handoff_request);
+    assert!(plan.writes.is_empty());
+}
+
+#[test]
+fn invalid_spec_is_reported_once_per_generation() {
+    let status = ElectionGroupStatus::default();
+    let plan = reject(&status, Some(2), "spec.selector must not be empty", at(0));
+    assert!(plan.writes.is_empty());
+    assert_eq!(reasons(&plan), ["InvalidSpec"]);
+    assert_eq!(cond(&plan, SPEC_VALID).status, "False");
+    let again = reject(
+        &plan.status,
+        Some(2),
+        "spec.selector must not be empty",
+        at(5),
+    );
+    assert!(again.notes.is_empty());
+    assert_eq!(again.status, plan.status);
+    let next_gen = reject(
+        &plan.status,
+        Some(3),
+        "spec.selector must not be empty",
+        at(5),
+    );
+    assert_eq!(reasons(&next_gen), ["InvalidSpec"]);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Add(u8),
+    Delete(u8),
+    Ready(u8, bool),
+    Terminate(u8),
+    Tick(u8),
+    Handoff(Option<u8>),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..6).prop_map(Op::Add),
+        (0u8..6).prop_map(Op::Delete),
+        (0u8..6, any::<bool>()).prop_map(|(i, r)| Op::Ready(i, r)),
+        (0u8..6).prop_map(Op::Terminate),
+        (1u8..30).prop_map(Op::Tick),
+        proptest::option::of(0u8..6).prop_map(Op::Handoff),
+    ]
+}
+
+fn check_history(settings: Settings, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let bbm = settings.mode == HandoffMode::BreakBeforeMake;
+    let mut w = World::new(settings, vec![]);
+    let mut clock = 0;
+    let mut last_term = 0;
+    for op in ops {
+        match op {
+            Op::Add(i) => {
+                let name = format!("p{i}");
+                if !w.members.iter().any(|m| m.name == name) {
+                    let mut p = pod(&name, -clock);
+                    p.ready = i % 2 == 0;
+                    w.members.push(p);
+                }
+            }
+            Op::Delete(i) => w.remove(&format!("p{i}")),
+            Op::Ready(i, r) => {
+                if let Some(m) = w.members.iter_mut().find(|m| m.name == format!("p{i}"))
+                    && m.ready != r
+                {
+                    m.ready = r;
+                    m.ready_changed = Some(at(clock));
+                }
+            }
+            Op::Terminate(i) => {
+                if let Some(m) = w.members.iter_mut().find(|m| m.name == format!("p{i}")) {
+                    m.terminating = true;
+                }
+            }
+            Op::Tick(s) => clock += i64::from(s),
+            Op::Handoff(t) => w.request = Some(t.map_or("any".into(), |i| format!("p{i}"))),
+        }
+        w.now = at(clock);
+        let plan = w.decide();
+        for write in &plan.writes {
+            apply_write(&mut w.members, write);
+            if bbm {
+                prop_assert!(
+                    w.leaders().len() <= 1,
+                    "two leaders mid-plan: {:?}",
+                    w.leaders()
+                );
+            }
+        }
+        prop_assert!(
+            w.leaders().len() <= 1,
+            "two leaders after a plan: {:?}",
+            w.leaders()
+        );
+        prop_assert!(
+            plan.status.term >= last_term,
+            "term went down: {} -> {}",
+            last_term,
+            plan.status.term
+        );
+        last_term = plan.status.term;
+        if let Some(l) = &plan.status.leader {
+            let m = w.members.iter().find(|m| &m.name == l).unwrap();
+            prop_assert_eq!(
+                m.term,
+                Some(plan.status.term),
+                "leader annotation agrees with status"
+            );
+        }
+        let has_candidate = w.members.iter().any(|m| m.ready && !m.terminating);
+        if has_candidate {
+            prop_assert!(
+                plan.status.leader.is_some(),
+                "a candidate exists but no leader was chosen"
+            );
+        }
+        w.status = plan.status;
+        if plan.clear_handoff_request {
+            w.request = None;
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_histories_never_have_two_leaders_or_a_falling_term(
+        ops in proptest::collection::vec(op(), 1..60),
+        make_before_break in any::<bool>(),
+        tolerance in 0i64..2,
+    ) {
+        let mode = if make_before_break { HandoffMode::MakeBeforeBreak } else { HandoffMode::BreakBeforeMake };
+        let s = settings(|s| {
+            s.failover_tolerance_seconds = tolerance * 10;
+            s.handoff = Some(Handoff { schedule: Some("@every 15s".into()), mode, ..Default::default() });
+        });
+        check_history(s, ops)?;
+    }
+}
