@@ -1,4 +1,7 @@
 //! End-to-end tests against the local control plane; `make e2e` starts it first.
 
 mod cluster;
+mod election;
+mod groups;
+mod handoff;
 mod support;

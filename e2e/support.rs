@@ -282,13 +282,19 @@ where
 /// A running `podium` operator process, killed when dropped.
 pub struct Operator {
     child: Child,
-    /// Namespace the operator is scoped to.
-    pub namespace: String,
 }
 
 impl Operator {
-    /// Starts `podium run` scoped to a namespace, with extra arguments.
+    /// Starts `podium run` scoped to a namespace, with extra arguments; logs go to
+    /// `target/e2e-logs/<namespace>.log`.
     pub async fn start(namespace: &str, extra: &[&str]) -> Self {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{namespace}.log")))
+            .expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_podium"));
         cmd.arg("run")
             .arg("--kubeconfig")
@@ -298,17 +304,17 @@ impl Operator {
             .args(extra)
             .env(
                 "RUST_LOG",
-                std::env::var("PODIUM_E2E_LOG").unwrap_or_else(|_| "podium=info".into()),
+                std::env::var("PODIUM_E2E_LOG").unwrap_or_else(|_| "info,podium=debug".into()),
             )
             .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
             .kill_on_drop(true);
-        if std::env::var("PODIUM_E2E_QUIET").is_ok() {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        if !extra.iter().any(|a| a.starts_with("--http-addr")) {
+            cmd.args(["--http-addr", "127.0.0.1:0"]);
         }
-        let child = cmd.spawn().expect("start podium");
         Self {
-            child,
-            namespace: namespace.to_string(),
+            child: cmd.spawn().expect("start podium"),
         }
     }
 

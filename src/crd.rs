@@ -238,3 +238,27 @@ impl TransitionReason {
 pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
     serde_saphyr::to_string(&ElectionGroup::crd())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_crd_is_current() {
+        let committed = include_str!("../crds/electiongroup.yaml");
+        assert!(
+            committed == crd_yaml().unwrap(),
+            "crds/electiongroup.yaml is stale: run `make crds`"
+        );
+    }
+
+    #[test]
+    fn spec_defaults_apply_when_fields_are_absent() {
+        let spec: ElectionGroupSpec =
+            serde_json::from_value(serde_json::json!({"selector": {"matchLabels": {"app": "x"}}}))
+                .unwrap();
+        assert_eq!(spec.role_label, DEFAULT_ROLE_LABEL);
+        assert_eq!(spec.preference, Preference::Oldest);
+        assert!(!spec.paused && !spec.publish_lease && spec.handoff.is_none());
+    }
+}

@@ -128,6 +128,8 @@ pub struct Plan {
     pub clear_handoff_request: bool,
     /// Why the leader changed, if it did.
     pub transition: Option<TransitionReason>,
+    /// For a failover: when the old leader became unfit, as far as the observation tells.
+    pub unfit_since: Option<Timestamp>,
 }
 
 /// Decides the plan for a group whose spec is valid.
@@ -187,6 +189,7 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
         .unwrap_or(obs.now);
 
     let mut clear_request = false;
+    let mut unfit_since = None;
     let mut skipped_at = current
         .filter(|m| known(m))
         .and_then(|_| obs.status.handoff_skipped_at.as_ref().map(|t| t.0));
@@ -198,16 +201,20 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
         match current.map(|l| fitness(l, s.tolerance, obs.now)) {
             None => {
                 let reason = if obs.status.leader.is_some() {
+                    unfit_since = Some(obs.now);
                     TransitionReason::Failover
                 } else {
                     TransitionReason::Elected
                 };
                 (candidates.first().copied(), Some(reason))
             }
-            Some(Fitness::Unfit) => (
-                candidates.first().copied(),
-                Some(TransitionReason::Failover),
-            ),
+            Some(Fitness::Unfit(at)) => {
+                unfit_since = Some(at);
+                (
+                    candidates.first().copied(),
+                    Some(TransitionReason::Failover),
+                )
+            }
             Some(Fitness::Grace(until)) => {
                 requeue.at(until, obs.now);
                 (current, None)
@@ -459,6 +466,7 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
         requeue_after: requeue.after(obs.now),
         clear_handoff_request: clear_request,
         transition,
+        unfit_since: unfit_since.filter(|_| transition == Some(TransitionReason::Failover)),
     }
 }
 
@@ -499,6 +507,7 @@ pub fn reject(
         requeue_after: None,
         clear_handoff_request: false,
         transition: None,
+        unfit_since: None,
     }
 }
 
@@ -568,23 +577,26 @@ fn plan_writes(
 
 enum Fitness {
     Fit,
+    /// NotReady, but kept until the instant given.
     Grace(Timestamp),
-    Unfit,
+    /// To be replaced; unfit since the instant given.
+    Unfit(Timestamp),
 }
 
 fn fitness(leader: &Member, tolerance: SignedDuration, now: Timestamp) -> Fitness {
     if leader.terminating {
-        return Fitness::Unfit;
+        return Fitness::Unfit(now);
     }
     if leader.ready {
         return Fitness::Fit;
     }
     let Some(since) = leader.ready_changed else {
-        return Fitness::Unfit;
+        return Fitness::Unfit(now);
     };
     match since.checked_add(tolerance) {
         Ok(until) if until > now => Fitness::Grace(until),
-        _ => Fitness::Unfit,
+        Ok(until) => Fitness::Unfit(until),
+        Err(_) => Fitness::Unfit(now),
     }
 }
 

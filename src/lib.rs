@@ -2,5 +2,9 @@
 
 pub mod crd;
 pub mod election;
+pub mod membership;
+pub mod metrics;
+pub mod reconcile;
 pub mod schedule;
+pub mod server;
 pub mod validation;

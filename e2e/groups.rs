@@ -1,0 +1,291 @@
+//! Helpers for ElectionGroups in e2e tests: install the CRD, apply groups, wait on status,
+//! and watch pods for the leader-count invariants.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{CustomResourceExt, ResourceExt};
+use podium::crd::{ElectionGroup, TERM_ANNOTATION};
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use crate::support::*;
+
+/// The default role label.
+pub const ROLE: &str = "podium.dev/role";
+
+/// Installs the CRD once per test run and waits until it is served.
+pub async fn install_crd() {
+    static DONE: OnceCell<()> = OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let api: Api<CustomResourceDefinition> = Api::all(client().await);
+        let crd = ElectionGroup::crd();
+        api.patch(
+            &crd.name_any(),
+            &PatchParams::apply("podium-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply CRD");
+        wait_for_object(
+            &api,
+            &crd.name_any(),
+            Duration::from_secs(30),
+            |c: &CustomResourceDefinition| {
+                c.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    })
+            },
+        )
+        .await;
+    })
+    .await;
+}
+
+/// A namespace with the CRD installed and an operator scoped to it.
+pub struct Setup {
+    /// The test namespace.
+    pub ns: TestNs,
+    /// The operator process (None once stopped).
+    pub operator: Option<Operator>,
+}
+
+impl Setup {
+    /// A fresh namespace and a running operator.
+    pub async fn new(prefix: &str) -> Self {
+        install_crd().await;
+        let ns = TestNs::new(prefix).await;
+        let operator = Some(Operator::start(&ns.name, &[]).await);
+        Self { ns, operator }
+    }
+
+    /// Creates Ready pods `names` with the labels, waits until they run, and returns them.
+    pub async fn pods(&self, names: &[&str], labels: &[(&str, &str)]) {
+        for n in names {
+            self.ns.create_pod(n, labels).await;
+            // Creation timestamps have one-second resolution; spacing keeps "oldest" unambiguous.
+            tokio::time::sleep(Duration::from_millis(1050)).await;
+        }
+        for n in names {
+            self.ns.wait_running(n).await;
+        }
+    }
+
+    /// Server-side applies an ElectionGroup with this spec.
+    pub async fn apply_group(
+        &self,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> Result<ElectionGroup, kube::Error> {
+        let body = json!({
+            "apiVersion": "podium.dev/v1alpha1",
+            "kind": "ElectionGroup",
+            "metadata": {"name": name},
+            "spec": spec,
+        });
+        self.groups()
+            .patch(
+                name,
+                &PatchParams::apply("podium-e2e").force(),
+                &Patch::Apply(body),
+            )
+            .await
+    }
+
+    /// The ElectionGroup API of the namespace.
+    pub fn groups(&self) -> Api<ElectionGroup> {
+        self.ns.api()
+    }
+
+    /// Waits until the group's status satisfies `ok`.
+    pub async fn wait_group(
+        &self,
+        name: &str,
+        what: &str,
+        ok: impl Fn(&ElectionGroup) -> bool,
+    ) -> ElectionGroup {
+        let _ = what;
+        wait_for_object(&self.groups(), name, Duration::from_secs(30), ok).await
+    }
+
+    /// Waits until exactly `leader` carries the leader label among pods matching `selector`,
+    /// every other one is a follower, and status agrees.
+    pub async fn wait_leader(&self, group: &str, selector: &str, leader: &str) -> ElectionGroup {
+        wait_for_list(
+            &self.ns.api::<Pod>(),
+            watcher::Config::default().labels(selector),
+            Duration::from_secs(30),
+            &format!("{leader} to lead {group}"),
+            |pods| {
+                pods.iter().all(|p| {
+                    let want = if p.name_any() == leader {
+                        "leader"
+                    } else {
+                        "follower"
+                    };
+                    label(p.as_ref(), ROLE).as_deref() == Some(want)
+                })
+            },
+        )
+        .await;
+        self.wait_group(group, "status", |g| {
+            status(g).leader.as_deref() == Some(leader)
+        })
+        .await
+    }
+
+    /// Kills the operator.
+    pub async fn stop_operator(&mut self) {
+        if let Some(op) = self.operator.take() {
+            op.kill().await;
+        }
+    }
+}
+
+/// The group's status, or an empty one.
+pub fn status(g: &ElectionGroup) -> podium::crd::ElectionGroupStatus {
+    g.status.clone().unwrap_or_default()
+}
+
+/// A condition's status string on a group.
+pub fn condition(g: &ElectionGroup, type_: &str) -> Option<(String, String)> {
+    status(g)
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// The leader's term annotation, read from the API server.
+pub async fn term_on(ns: &TestNs, pod: &str) -> Option<i64> {
+    let p = ns.api::<Pod>().get(pod).await.unwrap();
+    annotation(&p, TERM_ANNOTATION).and_then(|t| t.parse().ok())
+}
+
+/// Watches pods in a namespace and records every state a watch sees: the number of pods
+/// labelled leader after each event, and when each pod became leader.
+pub struct LeaderWatch {
+    inner: Arc<Mutex<WatchState>>,
+    changed: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct WatchState {
+    roles: BTreeMap<String, String>,
+    max_leaders: usize,
+    min_leaders_after_first: Option<usize>,
+    became_leader: Vec<(String, Instant)>,
+}
+
+impl LeaderWatch {
+    /// Starts watching pods matching `selector`.
+    pub async fn start(ns: &TestNs, selector: &str) -> Self {
+        let inner = Arc::new(Mutex::new(WatchState::default()));
+        let state = inner.clone();
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let notify = changed.clone();
+        let api = ns.api::<Pod>();
+        let cfg = watcher::Config::default().labels(selector);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            let stream = watcher(api, cfg).default_backoff();
+            let mut stream = std::pin::pin!(stream);
+            while let Ok(Some(ev)) = stream.try_next().await {
+                let mut s = state.lock().unwrap();
+                match ev {
+                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                        let role = label(&p, ROLE).unwrap_or_default();
+                        let was = s.roles.insert(p.name_any(), role.clone());
+                        if role == "leader" && was.as_deref() != Some("leader") {
+                            s.became_leader.push((p.name_any(), Instant::now()));
+                        }
+                    }
+                    watcher::Event::Delete(p) => {
+                        s.roles.remove(&p.name_any());
+                    }
+                    watcher::Event::InitDone => {
+                        if let Some(tx) = ready.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    watcher::Event::Init => {}
+                }
+                let leaders = s.roles.values().filter(|r| *r == "leader").count();
+                s.max_leaders = s.max_leaders.max(leaders);
+                if !s.became_leader.is_empty() {
+                    s.min_leaders_after_first = Some(
+                        s.min_leaders_after_first
+                            .map_or(leaders, |m| m.min(leaders)),
+                    );
+                }
+                drop(s);
+                notify.notify_waiters();
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(10), ready_rx).await;
+        Self {
+            inner,
+            changed,
+            task,
+        }
+    }
+
+    /// The most pods labelled leader at once, as seen by the watch.
+    pub fn max_leaders(&self) -> usize {
+        self.inner.lock().unwrap().max_leaders
+    }
+
+    /// The fewest pods labelled leader at once since the first leader appeared.
+    pub fn min_leaders(&self) -> Option<usize> {
+        self.inner.lock().unwrap().min_leaders_after_first
+    }
+
+    /// When `pod` was first seen labelled leader after `after`.
+    pub fn became_leader_after(&self, after: Instant) -> Option<(String, Instant)> {
+        self.inner
+            .lock()
+            .unwrap()
+            .became_leader
+            .iter()
+            .find(|(_, t)| *t >= after)
+            .cloned()
+    }
+
+    /// Waits until some pod other than `old` is seen labelled leader after `after`.
+    pub async fn wait_new_leader(
+        &self,
+        old: &str,
+        after: Instant,
+        timeout: Duration,
+    ) -> (String, Instant) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            if let Some((p, t)) = self.became_leader_after(after).filter(|(p, _)| p != old) {
+                return (p, t);
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(remaining, changed).await.is_err() {
+                panic!("no new leader within {timeout:?}");
+            }
+        }
+    }
+}
+
+impl Drop for LeaderWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,197 @@
+//! Which pods belong to which group: selector matching, overlaps between groups, and the
+//! reduction of a Pod to the few facts the election needs.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
+
+use crate::crd::{ElectionGroup, GROUP_ANNOTATION, PRIORITY_ANNOTATION, TERM_ANNOTATION};
+use crate::election::Member;
+
+/// A group as seen when deciding who owns a contested pod.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// Group name.
+    pub name: String,
+    /// Creation time; the older group keeps contested pods.
+    pub created: Option<Timestamp>,
+    /// Parsed selector; `None` for a group whose selector is invalid or empty.
+    pub selector: Option<Selector>,
+}
+
+impl Claim {
+    /// The claim of a group, with its selector parsed.
+    pub fn of(group: &ElectionGroup) -> Self {
+        let selector = Selector::try_from(group.spec.selector.clone())
+            .ok()
+            .filter(|s| !s.selects_all());
+        Self {
+            name: group.name_any(),
+            created: group.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            selector,
+        }
+    }
+
+    /// The group's selector matches these labels.
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.selector.as_ref().is_some_and(|s| s.matches(labels))
+    }
+
+    /// This group is older than `other` (ties broken by name), so it wins contested pods.
+    pub fn outranks(&self, other: &Claim) -> bool {
+        (self.created, &self.name) < (other.created, &other.name)
+    }
+}
+
+/// Members, departed pods and the names of older groups that hold some of the selected pods.
+#[derive(Debug, Default)]
+pub struct Membership {
+    /// Pods that belong to this group.
+    pub members: Vec<Member>,
+    /// Pods still carrying this group's annotation that no longer belong to it.
+    pub departed: Vec<String>,
+    /// Older groups that keep pods this group also selects.
+    pub conflicts: Vec<String>,
+}
+
+/// Splits the pods of a namespace into this group's members and departed pods.
+pub fn membership<'p>(
+    me: &Claim,
+    selector: &Selector,
+    role_label: &str,
+    others: &[Claim],
+    pods: impl IntoIterator<Item = &'p Pod>,
+) -> Membership {
+    let mut out = Membership::default();
+    for pod in pods {
+        let labels = pod.labels();
+        let ours = pod.annotations().get(GROUP_ANNOTATION) == Some(&me.name);
+        let selected = selector.matches(labels);
+        let holder = selected
+            .then(|| {
+                others
+                    .iter()
+                    .find(|o| o.name != me.name && o.outranks(me) && o.selects(labels))
+            })
+            .flatten();
+        match (selected, holder) {
+            (true, None) => out.members.push(member(pod, role_label)),
+            // The holder overwrites the pod's labels itself; releasing it here would race it.
+            (true, Some(h)) => {
+                if !out.conflicts.contains(&h.name) {
+                    out.conflicts.push(h.name.clone());
+                }
+            }
+            (false, _) if ours => out.departed.push(pod.name_any()),
+            (false, _) => {}
+        }
+    }
+    out.conflicts.sort();
+    out
+}
+
+/// Reduces a pod to what the election needs.
+pub fn member(pod: &Pod, role_label: &str) -> Member {
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+    let annotations = pod.annotations();
+    Member {
+        name: pod.name_any(),
+        uid: pod.uid().unwrap_or_default(),
+        created: pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
+        ready: ready.is_some_and(|c| c.status == "True"),
+        ready_changed: ready.and_then(|c| c.last_transition_time.as_ref().map(|t| t.0)),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+        priority: annotations
+            .get(PRIORITY_ANNOTATION)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0),
+        role: pod.labels().get(role_label).cloned(),
+        term: annotations
+            .get(TERM_ANNOTATION)
+            .and_then(|v| v.trim().parse().ok()),
+        group: annotations.get(GROUP_ANNOTATION).cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, labels: serde_json::Value, annotations: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "uid": format!("u-{name}"), "labels": labels, "annotations": annotations,
+                         "creationTimestamp": "2026-11-22T10:00:00Z"},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-22T10:00:05Z"}]}
+        }))
+        .unwrap()
+    }
+
+    fn claim(name: &str, created: &str, app: &str) -> Claim {
+        Claim {
+            name: name.into(),
+            created: Some(created.parse().unwrap()),
+            selector: Some([("app".to_string(), app.to_string())].into_iter().collect()),
+        }
+    }
+
+    #[test]
+    fn reduces_a_pod() {
+        let p = pod(
+            "p",
+            json!({"app": "x", "podium.dev/role": "leader"}),
+            json!({"podium.dev/term": "4", "podium.dev/priority": "7", "podium.dev/group": "g"}),
+        );
+        let m = member(&p, "podium.dev/role");
+        assert_eq!(m.name, "p");
+        assert!(m.ready);
+        assert_eq!(
+            m.ready_changed,
+            Some("2026-11-22T10:00:05Z".parse().unwrap())
+        );
+        assert_eq!((m.priority, m.term), (7, Some(4)));
+        assert_eq!(m.role.as_deref(), Some("leader"));
+        assert_eq!(m.group.as_deref(), Some("g"));
+        let junk = pod(
+            "q",
+            json!({}),
+            json!({"podium.dev/term": "x", "podium.dev/priority": "high"}),
+        );
+        let m = member(&junk, "podium.dev/role");
+        assert_eq!(
+            (m.priority, m.term, m.ready_changed.is_some()),
+            (0, None, true)
+        );
+    }
+
+    #[test]
+    fn older_group_keeps_contested_pods() {
+        let old = claim("old", "2026-01-01T00:00:00Z", "x");
+        let new = claim("new", "2026-02-01T00:00:00Z", "x");
+        let pods = [
+            pod("a", json!({"app": "x"}), json!({"podium.dev/group": "new"})),
+            pod("b", json!({"app": "y"}), json!({"podium.dev/group": "new"})),
+            pod("c", json!({"app": "y"}), json!({})),
+        ];
+        let all = [old.clone(), new.clone()];
+        let newer = membership(&new, new.selector.as_ref().unwrap(), "r", &all, &pods);
+        assert!(newer.members.is_empty());
+        assert_eq!(newer.conflicts, ["old"]);
+        assert_eq!(newer.departed, ["b"]);
+        let older = membership(&old, old.selector.as_ref().unwrap(), "r", &all, &pods);
+        assert_eq!(older.members.len(), 1);
+        assert!(older.conflicts.is_empty());
+        assert!(older.departed.is_empty());
+    }
+}

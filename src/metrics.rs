@@ -1,0 +1,212 @@
+//! Prometheus metrics. Labels stay bounded: reasons, conditions and error kinds, never names.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::crd::TransitionReason;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    result: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionLabels {
+    condition: &'static str,
+    status: String,
+}
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<Outcome, Counter>,
+    leader_changes: Family<Reason, Counter>,
+    failover: Histogram,
+    pod_writes: Counter,
+    status_writes: Counter,
+    groups: Family<ConditionLabels, Gauge>,
+    group_ready: Mutex<HashMap<String, String>>,
+    active: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("podium");
+        let reconciles = Family::<Outcome, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles of ElectionGroups, by result and error kind",
+            reconciles.clone(),
+        );
+        let leader_changes = Family::<Reason, Counter>::default();
+        registry.register(
+            "leader_changes",
+            "Changes of leader, by reason",
+            leader_changes.clone(),
+        );
+        let failover = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "failover_duration_seconds",
+            "From a leader becoming unfit (Ready lost past the tolerance, or the reconcile that saw it deleted or terminating) to the new leader's label being acknowledged",
+            failover.clone(),
+        );
+        let pod_writes = Counter::default();
+        registry.register(
+            "pod_writes",
+            "Label and annotation writes on pods",
+            pod_writes.clone(),
+        );
+        let status_writes = Counter::default();
+        registry.register(
+            "status_writes",
+            "Status writes on ElectionGroups",
+            status_writes.clone(),
+        );
+        let groups = Family::<ConditionLabels, Gauge>::default();
+        registry.register(
+            "groups",
+            "ElectionGroups by Ready condition status",
+            groups.clone(),
+        );
+        let active = Gauge::default();
+        registry.register(
+            "active",
+            "1 while this replica is the active controller",
+            active.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            leader_changes,
+            failover,
+            pod_writes,
+            status_writes,
+            groups,
+            group_ready: Mutex::default(),
+            active,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one reconcile; `error` is the error kind when it failed.
+    pub fn reconciled(&self, error: Option<&'static str>) {
+        let outcome = match error {
+            None => Outcome {
+                result: "ok",
+                kind: "",
+            },
+            Some(kind) => Outcome {
+                result: "error",
+                kind,
+            },
+        };
+        self.reconciles.get_or_create(&outcome).inc();
+    }
+
+    /// Counts a change of leader.
+    pub fn leader_changed(&self, reason: TransitionReason) {
+        self.leader_changes
+            .get_or_create(&Reason {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Records how long a failover took, in seconds.
+    pub fn failover_took(&self, seconds: f64) {
+        self.failover.observe(seconds.max(0.0));
+    }
+
+    /// Counts one pod write.
+    pub fn pod_written(&self) {
+        self.pod_writes.inc();
+    }
+
+    /// Counts one status write.
+    pub fn status_written(&self) {
+        self.status_writes.inc();
+    }
+
+    /// Records a group's Ready condition status (`True`, `False`, `Unknown`), or `None` once it is gone.
+    pub fn group_ready(&self, group: &str, status: Option<&str>) {
+        let mut known = self.group_ready.lock().unwrap_or_else(|p| p.into_inner());
+        let before = match status {
+            Some(s) => known.insert(group.to_string(), s.to_string()),
+            None => known.remove(group),
+        };
+        if before.as_deref() == status {
+            return;
+        }
+        let labels = |s: &str| ConditionLabels {
+            condition: "Ready",
+            status: s.to_string(),
+        };
+        if let Some(b) = before {
+            self.groups.get_or_create(&labels(&b)).dec();
+        }
+        if let Some(s) = status {
+            self.groups.get_or_create(&labels(s)).inc();
+        }
+    }
+
+    /// Marks whether this replica is the active controller.
+    pub fn set_active(&self, active: bool) {
+        self.active.set(i64::from(active));
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_counters_and_group_gauges() {
+        let m = Metrics::default();
+        m.reconciled(None);
+        m.reconciled(Some("forbidden"));
+        m.leader_changed(TransitionReason::Failover);
+        m.group_ready("ns/a", Some("True"));
+        m.group_ready("ns/b", Some("True"));
+        m.group_ready("ns/b", Some("False"));
+        m.group_ready("ns/a", None);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"podium_reconciles_total{result="error",kind="forbidden"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"podium_leader_changes_total{reason="Failover"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"podium_groups{condition="Ready",status="True"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"podium_groups{condition="Ready",status="False"} 1"#),
+            "{text}"
+        );
+    }
+}
