@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{CustomResourceExt, ResourceExt};
 use podium::crd::{ElectionGroup, TERM_ANNOTATION};
@@ -100,6 +100,25 @@ impl Setup {
                 &Patch::Apply(body),
             )
             .await
+    }
+
+    /// Creates an ElectionGroup from raw JSON, as `kubectl create` would.
+    pub async fn create_raw(
+        &self,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> Result<DynamicObject, kube::Error> {
+        let ar = ApiResource::erase::<ElectionGroup>(&());
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.ns.client.clone(), &self.ns.name, &ar);
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "podium.dev/v1alpha1",
+            "kind": "ElectionGroup",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .expect("object");
+        api.create(&PostParams::default(), &obj).await
     }
 
     /// The ElectionGroup API of the namespace.

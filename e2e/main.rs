@@ -4,4 +4,5 @@ mod cluster;
 mod election;
 mod groups;
 mod handoff;
+mod invalid;
 mod support;
