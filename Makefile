@@ -28,12 +28,25 @@ lint: ## rustfmt and clippy, as CI would
 fmt: ## Format the code
 	cargo fmt --all
 
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ (and its copy in config/crd/) from the Rust types
 	mkdir -p crds
 	cargo run --quiet -- crd > crds/electiongroup.yaml
+	cp crds/electiongroup.yaml config/crd/electiongroup.yaml
+
+run: build cluster-up ## Run the operator against the local cluster (installs the CRD)
+	$(KUBECTL) apply --server-side -f crds/electiongroup.yaml
+	$(KUBECTL) wait --for=condition=Established crd/electiongroups.podium.dev --timeout=30s
+	target/debug/podium run --kubeconfig $(KUBECONFIG)
+
+demo: build cluster-up ## Local cluster, CRD, operator in the background, and the sample app
+	e2e/demo.sh
 
 cluster-up: ## Build (or reuse) and start the local control plane
 	e2e/cluster/up.sh
 
 cluster-down: ## Stop the local control plane and remove its state
 	e2e/cluster/down.sh
+
+demo-down: ## Remove the sample (the operator clears its labels), then stop the demo operator
+	-$(KUBECTL) delete -k config/samples --ignore-not-found --timeout=30s
+	-[ -f target/demo/podium.pid ] && kill $$(cat target/demo/podium.pid) && rm -f target/demo/podium.pid

@@ -171,6 +171,31 @@ impl Setup {
     }
 }
 
+impl Drop for Setup {
+    fn drop(&mut self) {
+        // The operator dies with the test, so nothing would remove the groups' finalizers and
+        // the namespace could never be deleted; strip them first.
+        let ns = self.ns.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let api: Api<ElectionGroup> = Api::namespaced(client().await, &ns);
+                let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+                for g in api.list(&Default::default()).await.ok()? {
+                    let _ = api
+                        .patch_metadata(&g.name_any(), &PatchParams::default(), &patch)
+                        .await;
+                }
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
 /// The group's status, or an empty one.
 pub fn status(g: &ElectionGroup) -> podium::crd::ElectionGroupStatus {
     g.status.clone().unwrap_or_default()

@@ -245,11 +245,19 @@ mod tests {
 
     #[test]
     fn committed_crd_is_current() {
-        let committed = include_str!("../crds/electiongroup.yaml");
-        assert!(
-            committed == crd_yaml().unwrap(),
-            "crds/electiongroup.yaml is stale: run `make crds`"
-        );
+        let current = crd_yaml().unwrap();
+        for (path, committed) in [
+            (
+                "crds/electiongroup.yaml",
+                include_str!("../crds/electiongroup.yaml"),
+            ),
+            (
+                "config/crd/electiongroup.yaml",
+                include_str!("../config/crd/electiongroup.yaml"),
+            ),
+        ] {
+            assert!(committed == current, "{path} is stale: run `make crds`");
+        }
     }
 
     #[test]

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# `make demo`: installs the CRD on the local cluster, starts the operator in the
+# background, applies the sample app and ElectionGroup, and shows the result.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export KUBECONFIG="$root/target/cluster/kubeconfig"
+kubectl="$root/target/cluster/kubectl"
+state="$root/target/demo"
+mkdir -p "$state"
+
+"$kubectl" apply --server-side -f crds/electiongroup.yaml >/dev/null
+"$kubectl" wait --for=condition=Established crd/electiongroups.podium.dev --timeout=30s >/dev/null
+
+if [ -f "$state/podium.pid" ] && kill -0 "$(cat "$state/podium.pid")" 2>/dev/null; then
+  echo "operator already running (pid $(cat "$state/podium.pid"))"
+else
+  nohup target/debug/podium run --kubeconfig "$KUBECONFIG" --http-addr 127.0.0.1:8080 \
+    >"$state/podium.log" 2>&1 &
+  echo $! >"$state/podium.pid"
+  echo "operator started (pid $!, log target/demo/podium.log, metrics http://127.0.0.1:8080/metrics)"
+fi
+
+"$kubectl" apply -k config/samples >/dev/null
+"$kubectl" rollout status deployment/api --timeout=60s >/dev/null
+for _ in $(seq 1 60); do
+  leader=$("$kubectl" get eg api -o jsonpath='{.status.leader}' 2>/dev/null || true)
+  [ -n "$leader" ] && break
+  sleep 0.5
+done
+
+echo
+echo "\$ kubectl get eg"
+"$kubectl" get eg
+echo
+echo "\$ kubectl get pods -L podium.dev/role"
+"$kubectl" get pods -L podium.dev/role
+echo
+echo "\$ kubectl get endpointslices -l kubernetes.io/service-name=api-leader"
+"$kubectl" get endpointslices -l kubernetes.io/service-name=api-leader
+echo
+echo "Try: kubectl delete pod $leader   (then kubectl get eg again)"
+echo "     kubectl annotate eg api podium.dev/handoff-to=any"
+echo "Stop the operator with: make demo-down"
