@@ -5,4 +5,5 @@ mod election;
 mod groups;
 mod handoff;
 mod invalid;
+mod operations;
 mod support;

@@ -288,6 +288,11 @@ impl Operator {
     /// Starts `podium run` scoped to a namespace, with extra arguments; logs go to
     /// `target/e2e-logs/<namespace>.log`.
     pub async fn start(namespace: &str, extra: &[&str]) -> Self {
+        Self::start_with(namespace, &kubeconfig_path(), extra).await
+    }
+
+    /// Starts `podium run` with a given kubeconfig.
+    pub async fn start_with(namespace: &str, kubeconfig: &std::path::Path, extra: &[&str]) -> Self {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
         let log = std::fs::OpenOptions::new()
@@ -298,7 +303,7 @@ impl Operator {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_podium"));
         cmd.arg("run")
             .arg("--kubeconfig")
-            .arg(kubeconfig_path())
+            .arg(kubeconfig)
             .arg("--namespace")
             .arg(namespace)
             .args(extra)
@@ -322,9 +327,125 @@ impl Operator {
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns its exit code.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .and_then(|s| s.ok())
+            .and_then(|s| s.code())
+    }
+
+    /// The process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
 }
 
 /// Milliseconds since `start`, for printing measured latencies.
 pub fn ms_since(start: Instant) -> u128 {
     start.elapsed().as_millis()
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP GET on loopback; returns the status code and body.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// Polls an HTTP endpoint until it answers `code` (the endpoint has no watch to wait on).
+pub async fn wait_http(port: u16, path: &str, code: u16, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some((c, body)) = http_get(port, path).await
+            && c == code
+        {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} on :{port} did not answer {code} within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A kubeconfig for the local cluster that authenticates with a ServiceAccount token.
+pub async fn service_account_kubeconfig(namespace: &str, sa: &str, file: &str) -> PathBuf {
+    let out = std::process::Command::new(kubectl_path())
+        .args(["--kubeconfig", kubeconfig_path().to_str().unwrap()])
+        .args(["-n", namespace, "create", "token", sa, "--duration=1h"])
+        .output()
+        .expect("kubectl create token");
+    assert!(
+        out.status.success(),
+        "create token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut kc = Kubeconfig::read_from(kubeconfig_path()).unwrap();
+    for user in &mut kc.auth_infos {
+        if let Some(auth) = user.auth_info.as_mut() {
+            *auth = serde_json::from_value(json!({"token": token})).unwrap();
+        }
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("target/e2e-logs/{file}.kubeconfig"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_string(&kc).unwrap()).unwrap();
+    path
+}
+
+/// The kubectl built with the local control plane.
+pub fn kubectl_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/cluster/kubectl")
+}
+
+/// Runs kubectl against the local cluster; panics with its output when it fails.
+pub fn kubectl(args: &[&str]) -> String {
+    let out = std::process::Command::new(kubectl_path())
+        .args(["--kubeconfig", kubeconfig_path().to_str().unwrap()])
+        .args(args)
+        .output()
+        .expect("run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -2,6 +2,7 @@
 
 pub mod crd;
 pub mod election;
+pub mod leadership;
 pub mod membership;
 pub mod metrics;
 pub mod reconcile;

@@ -11,6 +11,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tracing::{error, info};
 
+use podium::leadership;
 use podium::metrics::Metrics;
 use podium::reconcile::{self, Options};
 use podium::server::{self, Health};
@@ -48,9 +49,21 @@ struct RunArgs {
     /// Address of the /healthz, /readyz and /metrics endpoint.
     #[arg(long, default_value = "127.0.0.1:8080", env = "PODIUM_HTTP_ADDR")]
     http_addr: SocketAddr,
-    /// Name reported on Events (defaults to $POD_NAME or the host name).
+    /// Name reported on Events and held in the controller Lease (defaults to $POD_NAME, else host name and pid).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Run several replicas: only the holder of the controller Lease writes.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Name of the controller Lease.
+    #[arg(long, default_value = "podium-controller")]
+    lease_name: String,
+    /// Namespace of the controller Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "podium-system")]
+    lease_namespace: String,
+    /// Seconds the controller Lease stays valid without renewal: the longest a standby waits after the active replica dies.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    lease_duration: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -80,7 +93,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(args)) {
+            let result = runtime.block_on(run(args));
+            // Do not wait for idle blocking threads (e.g. a DNS lookup) on the way out.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!(error = %e, "podium stopped");
@@ -142,21 +158,60 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     info!(%addr, "serving /healthz, /readyz and /metrics");
     let server = tokio::spawn(serve);
 
-    metrics.set_active(true);
+    let identity = args.instance.clone().unwrap_or_else(default_identity);
+    let (active_tx, active_rx) = tokio::sync::watch::channel(!args.leader_elect);
+    metrics.set_active(!args.leader_elect);
+    // The Lease is released only after the controller has finished its in-flight writes.
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let election = args.leader_elect.then(|| {
+        let cfg = leadership::Config {
+            lease: args.lease_name.clone(),
+            namespace: args.lease_namespace.clone(),
+            identity: identity.clone(),
+            duration_secs: args.lease_duration,
+            renew_before_secs: (args.lease_duration / 3).max(1),
+        };
+        let release = async move {
+            let _ = release_rx.await;
+        };
+        tokio::spawn(leadership::run(
+            client.clone(),
+            cfg,
+            active_tx,
+            metrics.clone(),
+            release,
+        ))
+    });
+
     let opts = Options {
         namespace: args.namespace,
-        instance: args.instance,
+        instance: Some(identity),
+        active: active_rx,
     };
     info!(
         namespace = opts.namespace.as_deref().unwrap_or("<all>"),
+        leader_elect = args.leader_elect,
         "starting controller"
     );
     reconcile::run(client, opts, metrics, stopped(), move || {
         ready.store(true, Ordering::Relaxed)
     })
     .await;
+    let _ = release_tx.send(());
+    if let Some(election) = election {
+        election.await??;
+    }
     server.await??;
+    info!("stopped");
     Ok(())
+}
+
+/// Host name and process id: unique among replicas even on one machine.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "podium".into());
+    format!("{host}-{}", std::process::id())
 }
 
 async fn wait_for_signal() {

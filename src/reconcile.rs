@@ -17,6 +17,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::crd::{
@@ -36,7 +37,7 @@ type Guarded = DeserializeGuard<ElectionGroup>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A pod label or annotation write failed.
-    #[error("writing role {role} on pod {namespace}/{pod}: {source}")]
+    #[error("writing role {role} on pod {namespace}/{pod}: {}", brief(source))]
     PodWrite {
         namespace: String,
         pod: String,
@@ -45,7 +46,7 @@ pub enum Error {
         source: kube::Error,
     },
     /// The status write failed.
-    #[error("writing status of {namespace}/{group}: {source}")]
+    #[error("writing status of {namespace}/{group}: {}", brief(source))]
     Status {
         namespace: String,
         group: String,
@@ -53,7 +54,7 @@ pub enum Error {
         source: kube::Error,
     },
     /// Adding or removing the finalizer, or clearing the handoff annotation, failed.
-    #[error("updating metadata of {namespace}/{group}: {source}")]
+    #[error("updating metadata of {namespace}/{group}: {}", brief(source))]
     Metadata {
         namespace: String,
         group: String,
@@ -61,7 +62,7 @@ pub enum Error {
         source: kube::Error,
     },
     /// Publishing the Lease mirror failed.
-    #[error("publishing lease {namespace}/{group}: {source}")]
+    #[error("publishing lease {namespace}/{group}: {}", brief(source))]
     Lease {
         namespace: String,
         group: String,
@@ -74,6 +75,14 @@ pub enum Error {
     /// The object has no namespace; ElectionGroups are namespaced, so the API server sent something odd.
     #[error("ElectionGroup {0} has no namespace")]
     NoNamespace(String),
+}
+
+/// The API server's own message, without the Debug dump kube's Display adds.
+fn brief(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.reason),
+        other => other.to_string(),
+    }
 }
 
 impl Error {
@@ -108,6 +117,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Whether this replica is the active controller; a standby computes nothing and writes nothing.
+    pub active: watch::Receiver<bool>,
     /// Consecutive failures per group, for the error policy's backoff.
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
 }
@@ -119,6 +130,8 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Reporting instance for Events (e.g. the pod name).
     pub instance: Option<String>,
+    /// Whether this replica may write; every group is reconciled again when it turns true.
+    pub active: watch::Receiver<bool>,
 }
 
 /// Runs the controller until `shutdown` resolves; `on_ready` fires once both caches are filled.
@@ -156,7 +169,17 @@ pub async fn run(
         groups: groups.clone(),
         recorder: Recorder::new(client, reporter),
         metrics,
+        active: opts.active.clone(),
         failures: Mutex::default(),
+    });
+    // Becoming active re-examines every group: a standby's caches are warm but it acted on nothing.
+    let became_active = futures::stream::unfold(opts.active.clone(), |mut rx| async move {
+        loop {
+            rx.changed().await.ok()?;
+            if *rx.borrow_and_update() {
+                return Some(((), rx));
+            }
+        }
     });
 
     let ready_pods = pods.clone();
@@ -173,6 +196,7 @@ pub async fn run(
     let mapper_groups = groups.clone();
     controller
         .watches_stream(pod_events, move |pod| groups_for_pod(&mapper_groups, &pod))
+        .reconcile_all_on(became_active)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -215,6 +239,9 @@ fn slim_pod(pod: &mut Pod) {
 }
 
 async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !*ctx.active.borrow() {
+        return Ok(Action::await_change());
+    }
     ctx.pods
         .wait_until_ready()
         .await
@@ -322,7 +349,10 @@ async fn reconcile_group(group: &ElectionGroup, ctx: &Context) -> Result<Action,
         now,
     });
 
-    apply_pod_writes(&ns, &name, &settings, &plan, ctx).await?;
+    if let Err(e) = apply_pod_writes(&ns, &name, &settings, &plan, ctx).await {
+        report_write_failure(group, &ns, &status, &e, ctx).await;
+        return Err(e);
+    }
     if let Some(since) = plan.unfit_since {
         ctx.metrics
             .failover_took(Timestamp::now().duration_since(since).as_secs_f64());
@@ -405,6 +435,56 @@ async fn apply_pod_writes(
         debug!(pod = %w.pod, role, "pod written");
     }
     Ok(())
+}
+
+/// Marks the group not Ready because a pod write failed, and says why, so that a missing
+/// permission is visible in `kubectl describe eg` and not only in the operator's log.
+async fn report_write_failure(
+    group: &ElectionGroup,
+    ns: &str,
+    old: &crate::crd::ElectionGroupStatus,
+    err: &Error,
+    ctx: &Context,
+) {
+    let message = err.to_string();
+    let now = Timestamp::now();
+    let mut status = old.clone();
+    status.observed_generation = group.metadata.generation;
+    let ready = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        type_: election::READY.into(),
+        status: "False".into(),
+        reason: "PodWriteFailed".into(),
+        message: message.clone(),
+        observed_generation: group.metadata.generation,
+        last_transition_time: old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == election::READY && c.status == "False")
+            .map_or(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+                |c| c.last_transition_time.clone(),
+            ),
+    };
+    status.conditions.retain(|c| c.type_ != election::READY);
+    status.conditions.insert(0, ready);
+    let plan = Plan {
+        writes: Vec::new(),
+        status,
+        notes: vec![Note {
+            subject: Subject::Group,
+            warning: true,
+            reason: "PodWriteFailed",
+            message,
+        }],
+        requeue_after: None,
+        clear_handoff_request: false,
+        transition: None,
+        unfit_since: None,
+    };
+    if let Err(e) = apply_status(group, ns, old, &plan, ctx).await {
+        warn!(error = %e, "cannot report the failed pod write in status either");
+    }
+    publish(group, &plan.notes, ctx).await;
 }
 
 /// Writes the status when it differs from what is stored.
