@@ -113,6 +113,8 @@ pub struct Context {
     pub pods: Store<Pod>,
     /// Every ElectionGroup in scope.
     pub groups: Store<Guarded>,
+    /// Whether the pod and group caches have been filled once.
+    synced: (watch::Receiver<bool>, watch::Receiver<bool>),
     /// Publishes Events.
     pub recorder: Recorder,
     /// Prometheus metrics.
@@ -150,15 +152,26 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
 
+    // Readiness is tracked from the streams themselves: kube-runtime's Store::wait_until_ready
+    // wakes only one of several concurrent waiters, and the Controller already waits on its store.
+    let (pods_synced_tx, pods_synced) = watch::channel(false);
+    let (groups_synced_tx, groups_synced) = watch::channel(false);
+
     let (pods, pod_writer) = reflector::store();
     let pod_events = watcher(pods_api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(slim_pod)
         .reflect(pod_writer)
+        .inspect(move |ev| mark_synced(ev, &pods_synced_tx))
+        .touched_objects();
+    let (groups, group_writer) = reflector::store();
+    let group_events = watcher(groups_api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(group_writer)
+        .inspect(move |ev| mark_synced(ev, &groups_synced_tx))
         .touched_objects();
 
-    let controller = Controller::new(groups_api, watcher::Config::default().any_semantic());
-    let groups = controller.store();
+    let controller = Controller::for_stream(group_events, groups.clone());
     let reporter = Reporter {
         controller: "podium".into(),
         instance: opts.instance.clone(),
@@ -167,6 +180,7 @@ pub async fn run(
         client: client.clone(),
         pods: pods.clone(),
         groups: groups.clone(),
+        synced: (pods_synced.clone(), groups_synced.clone()),
         recorder: Recorder::new(client, reporter),
         metrics,
         active: opts.active.clone(),
@@ -182,12 +196,9 @@ pub async fn run(
         }
     });
 
-    let ready_pods = pods.clone();
-    let ready_groups = groups.clone();
+    let (mut p, mut g) = (pods_synced, groups_synced);
     tokio::spawn(async move {
-        if ready_pods.wait_until_ready().await.is_ok()
-            && ready_groups.wait_until_ready().await.is_ok()
-        {
+        if p.wait_for(|s| *s).await.is_ok() && g.wait_for(|s| *s).await.is_ok() {
             info!("caches synced");
             on_ready();
         }
@@ -206,6 +217,13 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Flags a cache as filled once its watcher finishes the initial list.
+fn mark_synced<K>(ev: &Result<watcher::Event<K>, watcher::Error>, synced: &watch::Sender<bool>) {
+    if matches!(ev, Ok(watcher::Event::InitDone)) {
+        synced.send_replace(true);
+    }
 }
 
 /// The groups a pod event concerns: those that select it, and the one it is labelled for.
@@ -242,12 +260,13 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
     if !*ctx.active.borrow() {
         return Ok(Action::await_change());
     }
-    ctx.pods
-        .wait_until_ready()
+    let (mut pods_synced, mut groups_synced) = ctx.synced.clone();
+    pods_synced
+        .wait_for(|s| *s)
         .await
         .map_err(|e| Error::Cache("pod", e.to_string()))?;
-    ctx.groups
-        .wait_until_ready()
+    groups_synced
+        .wait_for(|s| *s)
         .await
         .map_err(|e| Error::Cache("ElectionGroup", e.to_string()))?;
     let key = ObjectRef::from_obj(obj.as_ref());
