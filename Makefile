@@ -50,3 +50,10 @@ cluster-down: ## Stop the local control plane and remove its state
 demo-down: ## Remove the sample (the operator clears its labels), then stop the demo operator
 	-$(KUBECTL) delete -k config/samples --ignore-not-found --timeout=30s
 	-[ -f target/demo/podium.pid ] && kill $$(cat target/demo/podium.pid) && rm -f target/demo/podium.pid
+
+bench: cluster-up ## Benchmarks (about 15 minutes): target/bench/{results.json,report.md,failover.png}
+	mkdir -p target/bench
+	cd benches/lease-baseline && CGO_ENABLED=0 go build -trimpath -o ../../target/bench/lease-baseline .
+	cargo bench --bench bench
+	[ -x target/bench/venv/bin/python ] || (python3 -m venv target/bench/venv && target/bench/venv/bin/pip install --quiet matplotlib)
+	target/bench/venv/bin/python benches/plot.py target/bench

@@ -162,7 +162,7 @@ async fn failover_tolerance_keeps_a_not_ready_leader_for_a_while() {
     println!("tolerance 3 s: failover after {} ms", waited.as_millis());
     assert_eq!(new, "p1");
     assert!(
-        waited >= Duration::from_millis(2500),
+        waited >= Duration::from_millis(1900),
         "failed over too early: {waited:?}"
     );
 }
@@ -213,8 +213,9 @@ async fn min_ready_seconds_delays_the_first_election() {
     s.wait_leader("api", "app=x", "p0").await;
     let waited = start.elapsed();
     println!("minReadySeconds 3: elected after {} ms", waited.as_millis());
+    // Ready's lastTransitionTime has one-second resolution, so eligibility can come up to 1 s early.
     assert!(
-        waited >= Duration::from_millis(2500),
+        waited >= Duration::from_millis(1900),
         "elected too early: {waited:?}"
     );
 }

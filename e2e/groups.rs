@@ -173,9 +173,10 @@ impl Setup {
 
 impl Drop for Setup {
     fn drop(&mut self) {
-        // The operator dies with the test, so nothing would remove the groups' finalizers and
-        // the namespace could never be deleted; strip them first.
+        // Delete the groups while the operator still runs, so that its finalizer does the
+        // cleanup; if it is gone (or too slow), strip the finalizers so the namespace can go.
         let ns = self.ns.name.clone();
+        let operator_alive = self.operator.as_mut().is_some_and(|o| o.alive());
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -183,6 +184,22 @@ impl Drop for Setup {
                 .ok()?;
             rt.block_on(async {
                 let api: Api<ElectionGroup> = Api::namespaced(client().await, &ns);
+                let _ = api
+                    .delete_collection(&Default::default(), &Default::default())
+                    .await;
+                if operator_alive {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                        while !api
+                            .list(&Default::default())
+                            .await
+                            .map(|l| l.items.is_empty())
+                            .unwrap_or(true)
+                        {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    })
+                    .await;
+                }
                 let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
                 for g in api.list(&Default::default()).await.ok()? {
                     let _ = api

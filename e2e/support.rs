@@ -347,6 +347,12 @@ impl Operator {
             .and_then(|s| s.code())
     }
 
+    /// The process id, while it runs.
+    #[allow(dead_code)] // used by benches/bench.rs
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -5,6 +5,7 @@ pub mod election;
 pub mod leadership;
 pub mod membership;
 pub mod metrics;
+pub mod overlay;
 pub mod reconcile;
 pub mod schedule;
 pub mod server;

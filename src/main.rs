@@ -52,6 +52,9 @@ struct RunArgs {
     /// Name reported on Events and held in the controller Lease (defaults to $POD_NAME, else host name and pid).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// How many groups are reconciled at once (writes within one group are always in order).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
     /// Run several replicas: only the holder of the controller Lease writes.
     #[arg(long)]
     leader_elect: bool,
@@ -187,6 +190,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         namespace: args.namespace,
         instance: Some(identity),
         active: active_rx,
+        concurrency: args.concurrency,
     };
     info!(
         namespace = opts.namespace.as_deref().unwrap_or("<all>"),

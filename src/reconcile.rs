@@ -26,6 +26,7 @@ use crate::crd::{
 use crate::election::{self, Note, Observation, Plan, PodChange, Subject};
 use crate::membership::{Claim, membership};
 use crate::metrics::Metrics;
+use crate::overlay::Overlay;
 use crate::validation::{Settings, validate};
 
 /// Field manager for every write podium makes.
@@ -119,6 +120,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Writes the caches may not show yet.
+    pub overlay: Overlay,
     /// Whether this replica is the active controller; a standby computes nothing and writes nothing.
     pub active: watch::Receiver<bool>,
     /// Consecutive failures per group, for the error policy's backoff.
@@ -134,6 +137,8 @@ pub struct Options {
     pub instance: Option<String>,
     /// Whether this replica may write; every group is reconciled again when it turns true.
     pub active: watch::Receiver<bool>,
+    /// How many groups are reconciled at once.
+    pub concurrency: u16,
 }
 
 /// Runs the controller until `shutdown` resolves; `on_ready` fires once both caches are filled.
@@ -171,7 +176,8 @@ pub async fn run(
         .inspect(move |ev| mark_synced(ev, &groups_synced_tx))
         .touched_objects();
 
-    let controller = Controller::for_stream(group_events, groups.clone());
+    let controller = Controller::for_stream(group_events, groups.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(opts.concurrency));
     let reporter = Reporter {
         controller: "podium".into(),
         instance: opts.instance.clone(),
@@ -184,6 +190,7 @@ pub async fn run(
         recorder: Recorder::new(client, reporter),
         metrics,
         active: opts.active.clone(),
+        overlay: Overlay::default(),
         failures: Mutex::default(),
     });
     // Becoming active re-examines every group: a standby's caches are warm but it acted on nothing.
@@ -300,43 +307,41 @@ fn error_policy(obj: Arc<Guarded>, err: &Error, ctx: Arc<Context>) -> Action {
     Action::requeue(delay)
 }
 
-async fn reconcile_group(group: &ElectionGroup, ctx: &Context) -> Result<Action, Error> {
-    let name = group.name_any();
-    let ns = group
+async fn reconcile_group(cached: &ElectionGroup, ctx: &Context) -> Result<Action, Error> {
+    let name = cached.name_any();
+    let ns = cached
         .namespace()
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
-    let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
-    let status = group.status.clone().unwrap_or_default();
-
-    if group.metadata.deletion_timestamp.is_some() {
-        return cleanup(group, &ns, ctx).await;
+    if cached.metadata.deletion_timestamp.is_some() {
+        return cleanup(cached, &ns, ctx).await;
     }
-    if !group.finalizers().iter().any(|f| f == FINALIZER) {
-        let patch = json!({"metadata": {"finalizers": [FINALIZER], "resourceVersion": group.resource_version()}});
-        api.patch_metadata(&name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map_err(|source| Error::Metadata {
-                namespace: ns.clone(),
-                group: name.clone(),
-                source,
-            })?;
+    // Our own last write, when the cache has not caught up with it yet.
+    let mut current = ctx.overlay.group(cached).unwrap_or_else(|| cached.clone());
+    let status = current.status.clone().unwrap_or_default();
+
+    if !current.finalizers().iter().any(|f| f == FINALIZER) {
+        let patch = json!({"metadata": {"finalizers": [FINALIZER], "resourceVersion": current.resource_version()}});
+        patch_group_metadata(&mut current, patch, ctx).await?;
     }
 
     let now = Timestamp::now();
-    let settings = match validate(&group.spec) {
+    let settings = match validate(&current.spec) {
         Ok(s) => s,
         Err(problems) => {
-            let plan = election::reject(&status, group.metadata.generation, &problems, now);
-            apply_status(group, &ns, &status, &plan, ctx).await?;
-            publish(group, &plan.notes, ctx).await;
+            let plan = election::reject(&status, current.metadata.generation, &problems, now);
+            apply_status(&mut current, &status, &plan, ctx).await?;
+            publish(&current, &plan.notes, ctx).await;
             return Ok(Action::await_change());
         }
     };
 
-    let pods = ctx.pods.state();
-    let ns_pods = pods
+    let pods: Vec<Arc<Pod>> = ctx
+        .pods
+        .state()
         .iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()));
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .map(|p| ctx.overlay.pod(p))
+        .collect();
     let others: Vec<Claim> = ctx
         .groups
         .state()
@@ -344,21 +349,21 @@ async fn reconcile_group(group: &ElectionGroup, ctx: &Context) -> Result<Action,
         .filter(|g| g.namespace().as_deref() == Some(ns.as_str()))
         .filter_map(|g| g.0.as_ref().ok().map(Claim::of))
         .collect();
-    let me = Claim::of(group);
+    let me = Claim::of(&current);
     let m = membership(
         &me,
         &settings.selector,
         &settings.role_label,
         &others,
-        ns_pods.map(|p| p.as_ref()),
+        pods.iter().map(|p| p.as_ref()),
     );
-    let request = group
+    let request = current
         .annotations()
         .get(HANDOFF_ANNOTATION)
         .map(String::as_str);
     let plan = election::decide(&Observation {
         group: &name,
-        generation: group.metadata.generation,
+        generation: current.metadata.generation,
         settings: &settings,
         status: &status,
         members: &m.members,
@@ -369,7 +374,7 @@ async fn reconcile_group(group: &ElectionGroup, ctx: &Context) -> Result<Action,
     });
 
     if let Err(e) = apply_pod_writes(&ns, &name, &settings, &plan, ctx).await {
-        report_write_failure(group, &ns, &status, &e, ctx).await;
+        report_write_failure(&mut current, &status, &e, ctx).await;
         return Err(e);
     }
     if let Some(since) = plan.unfit_since {
@@ -378,24 +383,18 @@ async fn reconcile_group(group: &ElectionGroup, ctx: &Context) -> Result<Action,
     }
     if plan.clear_handoff_request {
         let patch = json!({"metadata": {"annotations": {HANDOFF_ANNOTATION: null}}});
-        api.patch_metadata(&name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map_err(|source| Error::Metadata {
-                namespace: ns.clone(),
-                group: name.clone(),
-                source,
-            })?;
+        patch_group_metadata(&mut current, patch, ctx).await?;
     }
     if settings.publish_lease {
-        publish_lease(group, &ns, &plan, ctx).await?;
+        publish_lease(&current, &ns, &plan, ctx).await?;
     }
-    apply_status(group, &ns, &status, &plan, ctx).await?;
+    apply_status(&mut current, &status, &plan, ctx).await?;
     if let Some(reason) = plan.transition {
         ctx.metrics.leader_changed(reason);
         info!(group = %name, namespace = %ns, leader = ?plan.status.leader, term = plan.status.term,
               reason = reason.as_str(), "leader changed");
     }
-    publish(group, &plan.notes, ctx).await;
+    publish(&current, &plan.notes, ctx).await;
     let ready = plan
         .status
         .conditions
@@ -435,11 +434,18 @@ async fn apply_pod_writes(
                 }}),
             ),
         };
+        let replaced = ctx
+            .pods
+            .get(&ObjectRef::new(&w.pod).within(ns))
+            .and_then(|p| p.resource_version());
         match pods
             .patch_metadata(&w.pod, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => ctx.metrics.pod_written(),
+            Ok(written) => {
+                ctx.metrics.pod_written();
+                ctx.overlay.pod_written(ns, replaced, written.metadata);
+            }
             // A follower or released pod that is already gone needs nothing more.
             Err(kube::Error::Api(e)) if e.code == 404 && role != LEADER => {}
             Err(source) => {
@@ -459,8 +465,7 @@ async fn apply_pod_writes(
 /// Marks the group not Ready because a pod write failed, and says why, so that a missing
 /// permission is visible in `kubectl describe eg` and not only in the operator's log.
 async fn report_write_failure(
-    group: &ElectionGroup,
-    ns: &str,
+    group: &mut ElectionGroup,
     old: &crate::crd::ElectionGroupStatus,
     err: &Error,
     ctx: &Context,
@@ -500,7 +505,7 @@ async fn report_write_failure(
         transition: None,
         unfit_since: None,
     };
-    if let Err(e) = apply_status(group, ns, old, &plan, ctx).await {
+    if let Err(e) = apply_status(group, old, &plan, ctx).await {
         warn!(error = %e, "cannot report the failed pod write in status either");
     }
     publish(group, &plan.notes, ctx).await;
@@ -508,33 +513,59 @@ async fn report_write_failure(
 
 /// Writes the status when it differs from what is stored.
 async fn apply_status(
-    group: &ElectionGroup,
-    ns: &str,
+    current: &mut ElectionGroup,
     old: &crate::crd::ElectionGroupStatus,
     plan: &Plan,
     ctx: &Context,
 ) -> Result<(), Error> {
-    if &plan.status == old && group.status.is_some() {
+    if &plan.status == old && current.status.is_some() {
         return Ok(());
     }
-    let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), ns);
+    let (ns, name) = (current.namespace().unwrap_or_default(), current.name_any());
+    let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
     let body = json!({
         "apiVersion": ElectionGroup::api_version(&()),
         "kind": ElectionGroup::kind(&()),
         "status": plan.status,
     });
-    api.patch_status(
-        &group.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map_err(|source| Error::Status {
-        namespace: ns.to_string(),
-        group: group.name_any(),
-        source,
-    })?;
+    let replaced = current.resource_version();
+    let written = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+        .map_err(|source| Error::Status {
+            namespace: ns,
+            group: name,
+            source,
+        })?;
     ctx.metrics.status_written();
+    ctx.overlay.group_written(replaced, written.clone());
+    *current = written;
+    Ok(())
+}
+
+/// Patches the group's metadata and remembers the result until the cache shows it.
+async fn patch_group_metadata(
+    current: &mut ElectionGroup,
+    patch: serde_json::Value,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let (ns, name) = (current.namespace().unwrap_or_default(), current.name_any());
+    let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let replaced = current.resource_version();
+    let meta = api
+        .patch_metadata(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(|source| Error::Metadata {
+            namespace: ns,
+            group: name,
+            source,
+        })?;
+    current.metadata = meta.metadata;
+    ctx.overlay.group_written(replaced, current.clone());
     Ok(())
 }
 

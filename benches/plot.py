@@ -1,0 +1,32 @@
+"""Draws target/bench/failover.png: podium's failover times beside client-go Lease election."""
+import json
+import pathlib
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/bench")
+r = json.loads((out / "results.json").read_text())
+s = r["samples"]
+series = [
+    ("podium: leader deleted", s["failover_delete_ms"]),
+    ("podium: leader NotReady", s["failover_unready_ms"]),
+    ("Lease: leader kill -9", s["lease_kill_ms"]),
+    ("Lease: leader released", s["lease_release_ms"]),
+]
+fig, ax = plt.subplots(figsize=(9, 4.8))
+for i, (name, xs) in enumerate(series):
+    ax.scatter(xs, [i + (j % 7 - 3) * 0.03 for j in range(len(xs))], s=14, alpha=0.6)
+    ax.boxplot(xs, positions=[i], vert=False, widths=0.35, showfliers=False)
+ax.set_xscale("log")
+ax.set_yticks(range(len(series)), [n for n, _ in series])
+ax.set_xlabel("time until another pod/candidate leads (ms, log scale)")
+m = r["machine"]
+ax.set_title(f"Failover: podium vs client-go Lease election ({m['cores']} cores, Kubernetes {r['kubernetes']})")
+ax.grid(True, axis="x", which="both", alpha=0.3)
+fig.tight_layout()
+fig.savefig(out / "failover.png", dpi=120)
+print(f"wrote {out / 'failover.png'}")
