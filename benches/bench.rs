@@ -503,6 +503,28 @@ async fn scale(groups_n: usize, concurrency: usize) -> (Value, f64) {
     )
 }
 
+/// Events podium created or updated in the namespace since `since`.
+async fn podium_events_since(ns: &TestNs, since: jiff::Timestamp) -> usize {
+    let events = ns
+        .api::<k8s_openapi::api::events::v1::Event>()
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    events
+        .iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("podium"))
+        .filter(|e| {
+            let last = e
+                .series
+                .as_ref()
+                .map(|s| s.last_observed_time.0)
+                .or(e.event_time.as_ref().map(|t| t.0));
+            last.is_some_and(|t| t >= since)
+        })
+        .count()
+}
+
 fn op_pid(op: &Operator) -> u32 {
     op.pid().expect("operator pid")
 }
