@@ -20,7 +20,7 @@ series = [
 fig, ax = plt.subplots(figsize=(9, 4.8))
 for i, (name, xs) in enumerate(series):
     ax.scatter(xs, [i + (j % 7 - 3) * 0.03 for j in range(len(xs))], s=14, alpha=0.6)
-    ax.boxplot(xs, positions=[i], vert=False, widths=0.35, showfliers=False)
+    ax.boxplot(xs, positions=[i], orientation="horizontal", widths=0.35, showfliers=False)
 ax.set_xscale("log")
 ax.set_yticks(range(len(series)), [n for n, _ in series])
 ax.set_xlabel("time until another pod/candidate leads (ms, log scale)")
