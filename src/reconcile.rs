@@ -426,13 +426,7 @@ async fn apply_pod_writes(
                     "annotations": {TERM_ANNOTATION: term.map(|t| t.to_string()), GROUP_ANNOTATION: group},
                 }}),
             ),
-            PodChange::Release => (
-                "none",
-                json!({"metadata": {
-                    "labels": {&s.role_label: null},
-                    "annotations": {TERM_ANNOTATION: null, GROUP_ANNOTATION: null},
-                }}),
-            ),
+            PodChange::Release => ("none", release_patch(&s.role_label)),
         };
         let replaced = ctx
             .pods
@@ -509,6 +503,14 @@ async fn report_write_failure(
         warn!(error = %e, "cannot report the failed pod write in status either");
     }
     publish(group, &plan.notes, ctx).await;
+}
+
+/// The merge patch that removes everything podium writes on a pod.
+fn release_patch(role_label: &str) -> serde_json::Value {
+    json!({"metadata": {
+        "labels": {role_label: null},
+        "annotations": {TERM_ANNOTATION: null, GROUP_ANNOTATION: null},
+    }})
 }
 
 /// Writes the status when it differs from what is stored.
@@ -646,10 +648,7 @@ async fn cleanup(group: &ElectionGroup, ns: &str, ctx: &Context) -> Result<Actio
         .collect();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     for pod in &released {
-        let patch = json!({"metadata": {
-            "labels": {role_label: null},
-            "annotations": {TERM_ANNOTATION: null, GROUP_ANNOTATION: null},
-        }});
+        let patch = release_patch(role_label);
         match pods
             .patch_metadata(pod, &PatchParams::default(), &Patch::Merge(&patch))
             .await
