@@ -177,39 +177,33 @@ impl Drop for Setup {
         // cleanup; if it is gone (or too slow), strip the finalizers so the namespace can go.
         let ns = self.ns.name.clone();
         let operator_alive = self.operator.as_mut().is_some_and(|o| o.alive());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let api: Api<ElectionGroup> = Api::namespaced(client().await, &ns);
-                let _ = api
-                    .delete_collection(&Default::default(), &Default::default())
-                    .await;
-                if operator_alive {
-                    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-                        while !api
-                            .list(&Default::default())
-                            .await
-                            .map(|l| l.items.is_empty())
-                            .unwrap_or(true)
-                        {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    })
-                    .await;
-                }
-                let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
-                for g in api.list(&Default::default()).await.ok()? {
+        block_on_side_thread(async move {
+            let api: Api<ElectionGroup> = Api::namespaced(client().await, &ns);
+            let _ = api
+                .delete_collection(&Default::default(), &Default::default())
+                .await;
+            if operator_alive {
+                let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                    while !api
+                        .list(&Default::default())
+                        .await
+                        .map(|l| l.items.is_empty())
+                        .unwrap_or(true)
+                    {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                })
+                .await;
+            }
+            let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+            if let Ok(groups) = api.list(&Default::default()).await {
+                for g in groups {
                     let _ = api
                         .patch_metadata(&g.name_any(), &PatchParams::default(), &patch)
                         .await;
                 }
-                Some(())
-            })
-        })
-        .join();
+            }
+        });
     }
 }
 

@@ -141,19 +141,28 @@ impl TestNs {
 impl Drop for TestNs {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop cannot await; a short-lived runtime on its own thread does the delete.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let api = Api::<Namespace>::all(client().await);
-                api.delete(&name, &DeleteParams::background()).await.ok()
-            })
-        })
-        .join();
+        block_on_side_thread(async move {
+            let api = Api::<Namespace>::all(client().await);
+            api.delete(&name, &DeleteParams::background()).await.ok()
+        });
     }
+}
+
+/// Runs a future to completion from synchronous code (a Drop), on a short-lived runtime
+/// on its own thread, since the test's runtime cannot be blocked from inside itself.
+pub fn block_on_side_thread<F>(fut: F)
+where
+    F: Future + Send + 'static,
+{
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(fut);
+        }
+    })
+    .join();
 }
 
 /// A pod manifest for the fake nodes.
