@@ -42,7 +42,7 @@ pub const FOLLOWER: &str = "follower";
     printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
     printcolumn(
         name = "Next Handoff",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.nextHandoff"
     ),
     printcolumn(
@@ -52,6 +52,12 @@ pub const FOLLOWER: &str = "follower";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!has(self.roleLabel) || !has(self.selector.matchLabels) || !(self.roleLabel in self.selector.matchLabels)"
+).message("roleLabel must not be a key the selector uses: podium would overwrite the label that makes a pod a member"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.roleLabel) || !has(self.selector.matchExpressions) || self.selector.matchExpressions.all(e, e.key != self.roleLabel)"
+).message("roleLabel must not be a key the selector uses: podium would overwrite the label that makes a pod a member"))]
 pub struct ElectionGroupSpec {
     /// Label selector over pods in the group's namespace; must not be empty.
     #[x_kube(validation = Rule::new(
@@ -182,6 +188,10 @@ pub struct ElectionGroupStatus {
     /// `Ready`, `SpecValid` and `Conflict` conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The role label key podium has written on members; differs from `spec.roleLabel` while
+    /// a change of key is being applied, so that the old key can be removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_label: Option<String>,
 }
 
 /// One change of leader.

@@ -1,6 +1,16 @@
 //! The pure decision: from what was observed of a group and its pods, to a plan of writes.
 //!
 //! Nothing here reads the clock or talks to the API server; `now` is part of the observation.
+//! `decide` is a short pipeline of named steps, each testable alone: who may lead
+//! (`candidates`), who holds the seat now (`seat`), who leads next and why (`choose`), with
+//! which term (`next_term`), the pod writes in a safe order (`plan_writes`), the transition and
+//! its Events (`transition`), and the conditions (`conditions`).
+//!
+//! Safety rests on one rule the reconciler keeps: the status that records a new term is written
+//! (conditionally on the group's resourceVersion) before any pod write, and every pod write is
+//! conditional on the resourceVersion the decision saw. A promotion recorded in status but not yet
+//! on the pod (`pending`) is completed by whoever decides next, or abandoned only when the pod
+//! itself changed, so a stale writer's copy of that promotion can no longer land.
 
 use std::cmp::Ordering;
 
@@ -17,8 +27,12 @@ use crate::validation::Settings;
 pub const READY: &str = "Ready";
 /// Condition type: the spec passed validation.
 pub const SPEC_VALID: &str = "SpecValid";
-/// Condition type: some selected pods belong to an older group.
+/// Condition type: some selected pods belong to an older group, carry a foreign role value,
+/// or the Lease to publish belongs to someone else.
 pub const CONFLICT: &str = "Conflict";
+
+/// The highest term podium issues or believes: 2^53, exact in every JSON number reader.
+pub const MAX_TERM: i64 = 1 << 53;
 
 /// What matters about one member pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +41,8 @@ pub struct Member {
     pub name: String,
     /// Pod UID.
     pub uid: String,
+    /// The resourceVersion this observation was made at; every write is conditional on it.
+    pub resource_version: Option<String>,
     /// Creation time, for `preference: Oldest`.
     pub created: Timestamp,
     /// The pod's Ready condition is True.
@@ -37,9 +53,11 @@ pub struct Member {
     pub terminating: bool,
     /// `podium.dev/priority`, 0 when absent or not an integer.
     pub priority: i64,
-    /// Current value of the role label.
+    /// Current value of the role label (the previous key's while a `roleLabel` change is under way).
     pub role: Option<String>,
-    /// Current `podium.dev/term` annotation.
+    /// The pod still carries the role key podium wrote before `roleLabel` changed.
+    pub stale_key: bool,
+    /// Current `podium.dev/term` annotation, as parsed; trusted only through `trusted_term`.
     pub term: Option<i64>,
     /// Current `podium.dev/group` annotation.
     pub group: Option<String>,
@@ -59,11 +77,15 @@ pub struct Observation<'a> {
     /// Pods selected by the group (minus those an older group holds).
     pub members: &'a [Member],
     /// Pods carrying this group's annotation that are no longer members.
-    pub departed: &'a [String],
+    pub departed: &'a [Member],
     /// Older groups that hold some of the selected pods.
     pub conflicts: &'a [String],
     /// Value of the `podium.dev/handoff-to` annotation, if set.
     pub handoff_request: Option<&'a str>,
+    /// Members whose promotion kept failing; passed over for now.
+    pub passed_over: &'a [String],
+    /// `publishLease` is on and a Lease of that name belongs to someone else.
+    pub lease_foreign: bool,
     /// The current time.
     pub now: Timestamp,
 }
@@ -87,6 +109,10 @@ pub enum PodChange {
 pub struct PodWrite {
     /// Pod name.
     pub pod: String,
+    /// Pod UID the decision was made on.
+    pub uid: String,
+    /// resourceVersion the decision was made on: the write's precondition.
+    pub resource_version: Option<String>,
     /// What to write.
     pub change: PodChange,
 }
@@ -116,9 +142,9 @@ pub struct Note {
 /// The outcome of a decision: writes in order, the new status, Events, and when to look again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// Pod writes, each acknowledged before the next.
+    /// Pod writes, each acknowledged before the next; made only after `status` is stored.
     pub writes: Vec<PodWrite>,
-    /// The status to write (only written when it differs).
+    /// The status to write (only written when it differs), before any pod write.
     pub status: ElectionGroupStatus,
     /// Events to publish.
     pub notes: Vec<Note>,
@@ -134,234 +160,619 @@ pub struct Plan {
 
 /// Decides the plan for a group whose spec is valid.
 pub fn decide(obs: &Observation<'_>) -> Plan {
-    let s = obs.settings;
     let mut notes = Vec::new();
     let mut requeue = Requeue::default();
-
-    let order = preference_order(s.preference);
-    let term_seen = obs
-        .members
-        .iter()
-        .filter_map(|m| m.term)
-        .chain([obs.status.term])
-        .max()
-        .unwrap_or(0)
-        .max(0);
-
-    // The cluster's labels are the source of truth; status only breaks ties.
-    let labelled: Vec<&Member> = obs
-        .members
-        .iter()
-        .filter(|m| m.role.as_deref() == Some(LEADER))
-        .collect();
-    let current = labelled.iter().copied().max_by(|a, b| {
-        let named = |m: &Member| obs.status.leader.as_deref() == Some(m.name.as_str());
-        named(a)
-            .cmp(&named(b))
-            .then(a.term.cmp(&b.term))
-            .then_with(|| order(b, a))
-    });
-
-    let candidates: Vec<&Member> = {
-        let mut c: Vec<&Member> = obs
-            .members
-            .iter()
-            .filter(|m| m.ready && !m.terminating)
-            .filter(|m| match eligible_at(m, s.min_ready) {
-                Some(at) if at > obs.now => {
-                    requeue.at(at, obs.now);
-                    false
-                }
-                _ => true,
-            })
-            .collect();
-        c.sort_by(|a, b| order(a, b));
-        c
-    };
-
-    let known = |m: &Member| {
-        obs.status.leader.as_deref() == Some(m.name.as_str())
-            && obs.status.leader_uid.as_deref().is_none_or(|u| u == m.uid)
-    };
-    let since = current
-        .filter(|m| known(m))
-        .and_then(|_| obs.status.leader_since.as_ref().map(|t| t.0))
-        .unwrap_or(obs.now);
-
-    let mut clear_request = false;
-    let mut unfit_since = None;
-    let mut skipped_at = current
-        .filter(|m| known(m))
-        .and_then(|_| obs.status.handoff_skipped_at.as_ref().map(|t| t.0));
-
-    // Decide who leads next, and why, unless the group is frozen.
-    let (next, reason): (Option<&Member>, Option<TransitionReason>) = if s.paused {
-        (current, None)
-    } else {
-        match current.map(|l| fitness(l, s.tolerance, obs.now)) {
-            None => {
-                let reason = if obs.status.leader.is_some() {
-                    unfit_since = Some(obs.now);
-                    TransitionReason::Failover
-                } else {
-                    TransitionReason::Elected
-                };
-                (candidates.first().copied(), Some(reason))
-            }
-            Some(Fitness::Unfit(at)) => {
-                unfit_since = Some(at);
-                (
-                    candidates.first().copied(),
-                    Some(TransitionReason::Failover),
-                )
-            }
-            Some(Fitness::Grace(until)) => {
-                requeue.at(until, obs.now);
-                (current, None)
-            }
-            Some(Fitness::Fit) => {
-                let leader = current.expect("fitness implies a leader");
-                let mut choice = (current, None);
-                if let Some(request) = obs.handoff_request {
-                    clear_request = true;
-                    match manual_target(request, leader, &candidates, s.preference) {
-                        Ok(Some(target)) => choice = (Some(target), Some(TransitionReason::Manual)),
-                        Ok(None) => notes.push(group_note(
-                            false,
-                            "HandoffSkipped",
-                            format!("handoff to {request:?} requested, but no other candidate is ready; {} stays leader", leader.name),
-                        )),
-                        Err(why) => notes.push(group_note(
-                            true,
-                            "HandoffRejected",
-                            format!("handoff to {request:?} not performed: {why}; {} stays leader", leader.name),
-                        )),
-                    }
-                }
-                if choice.1.is_none()
-                    && s.preference == Preference::Priority
-                    && let Some(best) = candidates.first().filter(|c| c.priority > leader.priority)
-                {
-                    choice = (Some(*best), Some(TransitionReason::Preempted));
-                }
-                let base = skipped_at.map_or(since, |t| t.max(since));
-                if choice.1.is_none()
-                    && let Some((at, due)) = s.timing.next_after(base)
-                    && at <= obs.now
-                {
-                    match rotate(leader, &candidates, s.preference) {
-                        Some(target) => {
-                            let reason = match due {
-                                Due::Scheduled => TransitionReason::Scheduled,
-                                Due::MaxTerm => TransitionReason::MaxTerm,
-                            };
-                            choice = (Some(target), Some(reason));
-                        }
-                        None => {
-                            skipped_at = Some(obs.now);
-                            notes.push(group_note(
-                                false,
-                                "HandoffSkipped",
-                                format!(
-                                    "{} handoff due, but no other candidate is ready; {} stays leader",
-                                    due_word(due),
-                                    leader.name
-                                ),
-                            ));
-                        }
-                    }
-                }
-                choice
-            }
-        }
-    };
-
-    let changed = next.map(|m| &m.name) != current.map(|m| &m.name);
-    let term = match next {
-        Some(_) if changed => term_seen + 1,
-        Some(_) => term_seen.max(1),
-        None => term_seen,
-    };
-    let (leader_since, skipped_at) = if changed {
-        (next.map(|_| obs.now), None)
-    } else {
-        (next.map(|_| since), skipped_at)
-    };
-
-    let writes = if s.paused {
+    let foreign = foreign_members(obs);
+    let candidates = candidates(obs, &foreign, &mut requeue);
+    let seat = seat(obs, &foreign);
+    let choice = choose(obs, &seat, &candidates, &mut notes, &mut requeue);
+    let term = next_term(obs, &choice);
+    let writes = if obs.settings.paused {
         Vec::new()
     } else {
-        plan_writes(obs, next, term, reason, current)
+        plan_writes(obs, &foreign, &choice, term.value(), seat.current)
     };
+    let moved = transition(obs, &seat, &choice, term, &mut notes);
+    let next_handoff = next_handoff(obs, &choice, &moved, &mut requeue);
+    let conditions = conditions(obs, &choice, &foreign, &mut notes);
+    let ready_members = obs.members.iter().filter(|m| m.ready).count();
+    let status = ElectionGroupStatus {
+        leader: choice.next.map(|m| m.name.clone()),
+        leader_uid: choice.next.map(|m| m.uid.clone()),
+        term: term.value(),
+        leader_since: moved.leader_since.map(Time),
+        members: count(obs.members.len()),
+        ready_members: count(ready_members),
+        ready_summary: Some(format!("{}/{}", ready_members, obs.members.len())),
+        next_handoff: next_handoff.map(Time),
+        handoff_skipped_at: moved.skipped_at.map(Time),
+        last_transition: moved.last_transition,
+        observed_generation: obs.generation,
+        conditions,
+        role_label: written_role_label(obs),
+    };
+    Plan {
+        writes,
+        status,
+        notes,
+        requeue_after: requeue.after(obs.now),
+        clear_handoff_request: choice.clear_request,
+        transition: moved.reason,
+        unfit_since: choice
+            .unfit_since
+            .filter(|_| moved.reason == Some(TransitionReason::Failover)),
+    }
+}
 
-    let transition = match next {
-        _ if s.paused => None,
-        Some(_) if changed => Some(reason.unwrap_or(TransitionReason::Elected)),
-        None if changed || obs.status.leader.is_some() => Some(TransitionReason::NoCandidates),
-        _ => None,
+/// A term annotation podium may believe: on a pod this group manages, and within 1..=MAX_TERM.
+pub fn trusted_term(m: &Member, group: &str) -> Option<i64> {
+    m.term
+        .filter(|t| (1..=MAX_TERM).contains(t))
+        .filter(|_| m.group.as_deref() == Some(group))
+}
+
+/// Members carrying the role key with a value podium did not write: left alone and reported.
+pub fn foreign_members<'m>(obs: &Observation<'m>) -> Vec<&'m Member> {
+    obs.members
+        .iter()
+        .filter(|m| {
+            m.role
+                .as_deref()
+                .is_some_and(|r| (r != LEADER && r != FOLLOWER) || m.group.is_none())
+        })
+        .collect()
+}
+
+/// Who may lead, best first: Ready, not terminating, Ready long enough, not foreign, not passed over.
+pub fn candidates<'m>(
+    obs: &Observation<'m>,
+    foreign: &[&Member],
+    requeue: &mut Requeue,
+) -> Vec<&'m Member> {
+    let mut c: Vec<&Member> = obs
+        .members
+        .iter()
+        .filter(|m| m.ready && !m.terminating)
+        .filter(|m| !foreign.iter().any(|f| f.name == m.name))
+        .filter(|m| !obs.passed_over.contains(&m.name))
+        .filter(|m| match eligible_at(m, obs.settings.min_ready) {
+            Some(at) if at > obs.now => {
+                requeue.at(at, obs.now);
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    c.sort_by(|a, b| preference_order(obs.settings.preference)(a, b));
+    c
+}
+
+/// Who holds leadership now, as the cluster shows it.
+#[derive(Debug, Default)]
+pub struct Seat<'m> {
+    /// The member labelled leader that keeps the seat: the one status records, else the highest
+    /// trusted term, else the preferred one. Other labelled leaders are demoted.
+    pub current: Option<&'m Member>,
+    /// A promotion recorded in status whose label is not on the pod yet.
+    pub pending: Option<&'m Member>,
+}
+
+/// The leader status records, by name and (when known) UID.
+fn recorded(obs: &Observation<'_>, m: &Member) -> bool {
+    obs.status.leader.as_deref() == Some(m.name.as_str())
+        && obs.status.leader_uid.as_deref().is_none_or(|u| u == m.uid)
+}
+
+/// Finds the labelled leader and any promotion still in flight.
+pub fn seat<'m>(obs: &Observation<'m>, foreign: &[&Member]) -> Seat<'m> {
+    let order = preference_order(obs.settings.preference);
+    let ours = |m: &&Member| !foreign.iter().any(|f| f.name == m.name);
+    let current = obs
+        .members
+        .iter()
+        .filter(ours)
+        .filter(|m| m.role.as_deref() == Some(LEADER))
+        .max_by(|a, b| {
+            recorded(obs, a)
+                .cmp(&recorded(obs, b))
+                .then(trusted_term(a, obs.group).cmp(&trusted_term(b, obs.group)))
+                .then_with(|| order(b, a))
+        });
+    let pending = obs
+        .members
+        .iter()
+        .filter(ours)
+        .find(|m| recorded(obs, m) && m.role.as_deref() != Some(LEADER));
+    Seat { current, pending }
+}
+
+/// Who leads next and why.
+#[derive(Debug, Default)]
+pub struct Choice<'m> {
+    /// The next leader, if any.
+    pub next: Option<&'m Member>,
+    /// Why leadership moves, when the decision moves it.
+    pub reason: Option<TransitionReason>,
+    /// `next` is a promotion status already records: finish it, keep its term, announce nothing new.
+    pub completing: bool,
+    /// Remove the handoff request annotation.
+    pub clear_request: bool,
+    /// When the old leader became unfit, for a failover.
+    pub unfit_since: Option<Timestamp>,
+    /// When a due handoff last found no other candidate.
+    pub skipped_at: Option<Timestamp>,
+    /// Since when `next` has led, if it keeps leading.
+    pub since: Option<Timestamp>,
+}
+
+/// Decides who leads next: finish a recorded promotion, keep a fit leader, fail over, or hand over.
+pub fn choose<'m>(
+    obs: &Observation<'m>,
+    seat: &Seat<'m>,
+    candidates: &[&'m Member],
+    notes: &mut Vec<Note>,
+    requeue: &mut Requeue,
+) -> Choice<'m> {
+    let s = obs.settings;
+    let current = seat.current;
+    let kept = current.filter(|m| recorded(obs, m));
+    let since = kept
+        .and_then(|_| obs.status.leader_since.as_ref().map(|t| t.0))
+        .unwrap_or(obs.now);
+    let mut choice = Choice {
+        next: current,
+        since: Some(since),
+        skipped_at: kept.and_then(|_| obs.status.handoff_skipped_at.as_ref().map(|t| t.0)),
+        ..Choice::default()
     };
-    let from = current
+    if s.paused {
+        return choice;
+    }
+    if let Some(p) = seat
+        .pending
+        .filter(|p| candidates.iter().any(|c| c.name == p.name))
+    {
+        choice.next = Some(p);
+        choice.completing = true;
+        choice.since = obs
+            .status
+            .leader_since
+            .as_ref()
+            .map(|t| t.0)
+            .or(Some(obs.now));
+        return choice;
+    }
+    match current.map(|l| fitness(l, s.tolerance, obs.now)) {
+        None => {
+            let reason = if obs.status.leader.is_some() {
+                choice.unfit_since = Some(obs.now);
+                TransitionReason::Failover
+            } else {
+                TransitionReason::Elected
+            };
+            choice.next = candidates.first().copied();
+            choice.reason = Some(reason);
+        }
+        Some(Fitness::Unfit(at)) => {
+            choice.unfit_since = Some(at);
+            choice.next = candidates.first().copied();
+            choice.reason = Some(TransitionReason::Failover);
+        }
+        Some(Fitness::Grace(until)) => requeue.at(until, obs.now),
+        Some(Fitness::Fit) => {
+            let leader = current.expect("fitness implies a leader");
+            hand_over(obs, leader, candidates, &mut choice, notes);
+        }
+    }
+    choice
+}
+
+/// For a fit leader: a manual request, a preemption or a due handoff may move leadership.
+fn hand_over<'m>(
+    obs: &Observation<'m>,
+    leader: &'m Member,
+    candidates: &[&'m Member],
+    choice: &mut Choice<'m>,
+    notes: &mut Vec<Note>,
+) {
+    let s = obs.settings;
+    if let Some(request) = obs.handoff_request {
+        choice.clear_request = true;
+        match manual_target(request, leader, candidates, s.preference) {
+            Ok(Some(target)) => {
+                choice.next = Some(target);
+                choice.reason = Some(TransitionReason::Manual);
+                return;
+            }
+            Ok(None) => notes.push(group_note(
+                false,
+                "HandoffSkipped",
+                format!(
+                    "handoff to {} requested, but no other candidate is ready; {} stays leader",
+                    quoted(request),
+                    leader.name
+                ),
+            )),
+            Err(why) => notes.push(group_note(
+                true,
+                "HandoffRejected",
+                format!(
+                    "handoff to {} not performed: {why}; {} stays leader",
+                    quoted(request),
+                    leader.name
+                ),
+            )),
+        }
+    }
+    if s.preference == Preference::Priority
+        && let Some(best) = candidates.first().filter(|c| c.priority > leader.priority)
+    {
+        choice.next = Some(*best);
+        choice.reason = Some(TransitionReason::Preempted);
+        return;
+    }
+    let since = choice.since.unwrap_or(obs.now);
+    let base = choice.skipped_at.map_or(since, |t| t.max(since));
+    let Some((_, due)) = s.timing.next_after(base).filter(|(at, _)| *at <= obs.now) else {
+        return;
+    };
+    match rotate(leader, candidates, s.preference) {
+        Some(target) => {
+            choice.next = Some(target);
+            choice.reason = Some(match due {
+                Due::Scheduled => TransitionReason::Scheduled,
+                Due::MaxTerm => TransitionReason::MaxTerm,
+            });
+        }
+        None => {
+            choice.skipped_at = Some(obs.now);
+            notes.push(group_note(
+                false,
+                "HandoffSkipped",
+                format!(
+                    "{} handoff due, but no other candidate is ready; {} stays leader",
+                    due_word(due),
+                    leader.name
+                ),
+            ));
+        }
+    }
+}
+
+/// A request value as it appears in a message: quoted, and cut short when long.
+fn quoted(request: &str) -> String {
+    let cut: String = request.chars().take(80).collect();
+    if cut.len() < request.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
+/// The term the next leader carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Term {
+    /// No new leadership: the recorded term (or the highest seen when there is no leader).
+    Keep(i64),
+    /// An unrecorded leader whose own annotation is the highest term seen (status was lost).
+    Adopt(i64),
+    /// A new leadership: one above every term seen, recorded in status before any label.
+    Issue(i64),
+}
+
+impl Term {
+    /// The term itself.
+    pub fn value(self) -> i64 {
+        match self {
+            Term::Keep(t) | Term::Adopt(t) | Term::Issue(t) => t,
+        }
+    }
+}
+
+/// The highest term status or a managed pod carries.
+pub fn term_seen(obs: &Observation<'_>) -> i64 {
+    obs.members
+        .iter()
+        .chain(obs.departed)
+        .filter_map(|m| trusted_term(m, obs.group))
+        .chain([obs.status.term.clamp(0, MAX_TERM)])
+        .max()
+        .unwrap_or(0)
+}
+
+/// Chooses the term: a recorded leadership keeps its term, anything else gets a fresh one.
+pub fn next_term(obs: &Observation<'_>, choice: &Choice<'_>) -> Term {
+    let seen = term_seen(obs);
+    let Some(next) = choice.next else {
+        return Term::Keep(seen);
+    };
+    let status_term = obs.status.term.clamp(0, MAX_TERM);
+    if recorded(obs, next) && status_term >= 1 && status_term == seen {
+        return Term::Keep(status_term);
+    }
+    if obs.status.leader.is_none()
+        && next.role.as_deref() == Some(LEADER)
+        && seen >= 1
+        && trusted_term(next, obs.group) == Some(seen)
+    {
+        return Term::Adopt(seen);
+    }
+    // 2^53 terms are never reached in practice; at the cap the term stops rising rather than wrap.
+    Term::Issue(seen.saturating_add(1).min(MAX_TERM))
+}
+
+/// The role key status records as written on pods: the old one until no pod carries it.
+fn written_role_label(obs: &Observation<'_>) -> Option<String> {
+    let renaming = obs.members.iter().chain(obs.departed).any(|m| m.stale_key);
+    if renaming {
+        obs.status.role_label.clone()
+    } else {
+        Some(obs.settings.role_label.clone())
+    }
+}
+
+/// Orders pod writes so that the mode's guarantee holds at every instant.
+pub fn plan_writes(
+    obs: &Observation<'_>,
+    foreign: &[&Member],
+    choice: &Choice<'_>,
+    term: i64,
+    current: Option<&Member>,
+) -> Vec<PodWrite> {
+    let next = choice.next;
+    let write = |m: &Member, change: PodChange| PodWrite {
+        pod: m.name.clone(),
+        uid: m.uid.clone(),
+        resource_version: m.resource_version.clone(),
+        change,
+    };
+    let mut demotions = Vec::new();
+    let mut promotion = Vec::new();
+    let mut others = Vec::new();
+    // A departed leader is released before anyone is promoted: a Service selecting on fewer
+    // labels than the group would otherwise see two leaders.
+    for d in obs.departed {
+        if d.role.as_deref() == Some(LEADER) {
+            demotions.push(write(d, PodChange::Release));
+        } else {
+            others.push(write(d, PodChange::Release));
+        }
+    }
+    for m in obs.members {
+        if foreign.iter().any(|f| f.name == m.name) {
+            continue;
+        }
+        let (role, want_term) = if next.is_some_and(|n| n.name == m.name) {
+            (LEADER, Some(term))
+        } else {
+            (FOLLOWER, None)
+        };
+        let up_to_date = m.role.as_deref() == Some(role)
+            && m.term == want_term
+            && m.group.as_deref() == Some(obs.group)
+            && !m.stale_key;
+        if up_to_date {
+            continue;
+        }
+        let w = write(
+            m,
+            PodChange::Label {
+                role,
+                term: want_term,
+            },
+        );
+        if m.role.as_deref() == Some(LEADER) && role == FOLLOWER {
+            demotions.push(w);
+        } else if role == LEADER {
+            promotion.push(w);
+        } else {
+            others.push(w);
+        }
+    }
+    let departing_first = demotions
+        .iter()
+        .take_while(|w| w.change == PodChange::Release)
+        .count();
+    let released: Vec<PodWrite> = demotions.drain(..departing_first).collect();
+    // Make-before-break only for a planned handoff away from a leader that is still alive.
+    let planned = matches!(
+        choice.reason,
+        Some(
+            TransitionReason::Scheduled
+                | TransitionReason::MaxTerm
+                | TransitionReason::Manual
+                | TransitionReason::Preempted
+        )
+    );
+    let old_alive = current.is_some_and(|c| c.ready && !c.terminating);
+    if obs.settings.mode == HandoffMode::MakeBeforeBreak && planned && old_alive {
+        [released, promotion, demotions, others].concat()
+    } else {
+        [released, demotions, promotion, others].concat()
+    }
+}
+
+/// What the decision does to the record of leadership.
+#[derive(Debug, Default)]
+pub struct Moved {
+    /// Why the leader changed, if this decision changes it.
+    pub reason: Option<TransitionReason>,
+    /// `status.lastTransition` to write.
+    pub last_transition: Option<Transition>,
+    /// `status.leaderSince` to write.
+    pub leader_since: Option<Timestamp>,
+    /// `status.handoffSkippedAt` to write.
+    pub skipped_at: Option<Timestamp>,
+}
+
+/// Records a change of leader and the Events that announce it.
+pub fn transition(
+    obs: &Observation<'_>,
+    seat: &Seat<'_>,
+    choice: &Choice<'_>,
+    term: Term,
+    notes: &mut Vec<Note>,
+) -> Moved {
+    let next = choice.next;
+    let same = Moved {
+        reason: None,
+        last_transition: obs.status.last_transition.clone(),
+        leader_since: next.and(choice.since),
+        skipped_at: choice.skipped_at,
+    };
+    if obs.settings.paused || choice.completing {
+        return same;
+    }
+    let reason = match (next, term) {
+        (Some(_), Term::Issue(_)) => choice.reason.unwrap_or(if obs.status.leader.is_some() {
+            TransitionReason::Failover
+        } else {
+            TransitionReason::Elected
+        }),
+        (None, _) if seat.current.is_some() || obs.status.leader.is_some() => {
+            TransitionReason::NoCandidates
+        }
+        _ => return same,
+    };
+    let from = seat
+        .current
+        .filter(|c| next.is_none_or(|n| n.name != c.name))
         .map(|m| m.name.clone())
         .or_else(|| obs.status.leader.clone());
-    let last_transition = match transition {
-        Some(r) => {
-            let to = next.map(|m| m.name.clone());
-            if let Some(to) = &to {
-                notes.push(group_note(
-                    false,
-                    "LeaderElected",
-                    format!(
-                        "{} is leader (term {term}, reason {}{})",
-                        to,
-                        r.as_str(),
-                        from.as_ref()
-                            .map(|f| format!(", was {f}"))
-                            .unwrap_or_default()
-                    ),
-                ));
-                notes.push(Note {
-                    subject: Subject::Pod(to.clone()),
-                    warning: false,
-                    reason: "BecameLeader",
-                    message: format!(
-                        "leader of {} (term {term}, reason {})",
-                        obs.group,
-                        r.as_str()
-                    ),
-                });
-            }
-            if let Some(old) = current.filter(|c| next.is_none_or(|n| n.name != c.name)) {
-                notes.push(Note {
-                    subject: Subject::Pod(old.name.clone()),
-                    warning: false,
-                    reason: "LostLeadership",
-                    message: format!("no longer leader of {} (reason {})", obs.group, r.as_str()),
-                });
-            }
-            Some(Transition {
-                time: Time(obs.now),
-                from,
-                to,
-                reason: r,
-            })
-        }
-        None => obs.status.last_transition.clone(),
-    };
+    let to = next.map(|m| m.name.clone());
+    announce(
+        obs,
+        seat,
+        next,
+        term.value(),
+        reason,
+        from.as_deref(),
+        notes,
+    );
+    Moved {
+        reason: Some(reason),
+        last_transition: Some(Transition {
+            time: Time(obs.now),
+            from,
+            to,
+            reason,
+        }),
+        leader_since: next.map(|_| obs.now),
+        skipped_at: None,
+    }
+}
 
-    let next_handoff = match (next, leader_since) {
-        (Some(_), Some(since)) if !s.paused => {
-            let base = skipped_at.map_or(since, |t| t.max(since));
-            s.timing.next_after(base).map(|(at, _)| {
-                requeue.at(at, obs.now);
-                at
-            })
-        }
-        _ => None,
-    };
+/// The Events of a change of leader: on the group, on the new leader and on the old one.
+fn announce(
+    obs: &Observation<'_>,
+    seat: &Seat<'_>,
+    next: Option<&Member>,
+    term: i64,
+    r: TransitionReason,
+    from: Option<&str>,
+    notes: &mut Vec<Note>,
+) {
+    if let Some(to) = next {
+        notes.push(group_note(
+            false,
+            "LeaderElected",
+            format!(
+                "{} is leader (term {term}, reason {}{})",
+                to.name,
+                r.as_str(),
+                from.map(|f| format!(", was {f}")).unwrap_or_default()
+            ),
+        ));
+        notes.push(Note {
+            subject: Subject::Pod(to.name.clone()),
+            warning: false,
+            reason: "BecameLeader",
+            message: format!(
+                "leader of {} (term {term}, reason {})",
+                obs.group,
+                r.as_str()
+            ),
+        });
+    }
+    if let Some(old) = seat
+        .current
+        .filter(|c| next.is_none_or(|n| n.name != c.name))
+    {
+        notes.push(Note {
+            subject: Subject::Pod(old.name.clone()),
+            warning: false,
+            reason: "LostLeadership",
+            message: format!("no longer leader of {} (reason {})", obs.group, r.as_str()),
+        });
+    }
+}
 
-    // Ready condition and the NoCandidates warning.
-    let ready_members = obs.members.iter().filter(|m| m.ready).count();
-    let (ready_status, ready_reason, ready_message) = match next {
+/// The next scheduled or maximum-term handoff of the leader that stays.
+fn next_handoff(
+    obs: &Observation<'_>,
+    choice: &Choice<'_>,
+    moved: &Moved,
+    requeue: &mut Requeue,
+) -> Option<Timestamp> {
+    if obs.settings.paused || choice.next.is_none() {
+        return None;
+    }
+    let since = moved.leader_since?;
+    let base = moved.skipped_at.map_or(since, |t| t.max(since));
+    obs.settings.timing.next_after(base).map(|(at, _)| {
+        requeue.at(at, obs.now);
+        at
+    })
+}
+
+/// The Ready, SpecValid and Conflict conditions, with a Warning when one turns bad.
+pub fn conditions(
+    obs: &Observation<'_>,
+    choice: &Choice<'_>,
+    foreign: &[&Member],
+    notes: &mut Vec<Note>,
+) -> Vec<Condition> {
+    let (ready_status, ready_reason, ready_message) = readiness(obs, choice.next, foreign);
+    if ready_reason == "NoCandidates" && condition_reason(obs.status, READY) != Some("NoCandidates")
+    {
+        notes.push(group_note(true, "NoCandidates", no_candidates(obs)));
+    }
+    let (conflict_status, conflict_reason, conflict_message) = conflict(obs, foreign);
+    if conflict_status == "True"
+        && condition_message(obs.status, CONFLICT) != Some(conflict_message.as_str())
+    {
+        let event = match conflict_reason {
+            "SelectorOverlap" => "Conflict",
+            other => other,
+        };
+        notes.push(group_note(true, event, conflict_message.clone()));
+    }
+    vec![
+        condition(obs, READY, ready_status, ready_reason, ready_message),
+        condition(
+            obs,
+            SPEC_VALID,
+            "True",
+            "Valid",
+            "spec is valid".to_string(),
+        ),
+        condition(
+            obs,
+            CONFLICT,
+            conflict_status,
+            conflict_reason,
+            conflict_message,
+        ),
+    ]
+}
+
+fn readiness(
+    obs: &Observation<'_>,
+    next: Option<&Member>,
+    foreign: &[&Member],
+) -> (&'static str, &'static str, String) {
+    let s = obs.settings;
+    match next {
         _ if s.paused => match next {
             Some(l) if l.ready => ("True", "Paused", format!("paused; {} leads", l.name)),
             _ => ("False", "Paused", "paused; no healthy leader".to_string()),
@@ -382,91 +793,92 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
             "False",
             "NoCandidates",
             format!(
-                "none of {} member(s) is a ready candidate",
-                obs.members.len()
-            ),
-        ),
-    };
-    if ready_reason == "NoCandidates" && condition_reason(obs.status, READY) != Some("NoCandidates")
-    {
-        notes.push(group_note(
-            true,
-            "NoCandidates",
-            format!(
-                "no leader: none of {} member(s) is Ready{}",
+                "none of {} member(s) is a ready candidate{}{}",
                 obs.members.len(),
-                if s.min_ready.is_zero() {
+                if foreign.is_empty() {
                     String::new()
                 } else {
-                    format!(" for {}s", s.min_ready.as_secs())
+                    format!("; {} carry a foreign role label", foreign.len())
+                },
+                if obs.passed_over.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; passed over after failed writes: {}",
+                        obs.passed_over.join(", ")
+                    )
                 }
             ),
-        ));
+        ),
     }
+}
 
-    let (conflict_status, conflict_reason, conflict_message) = if obs.conflicts.is_empty() {
-        (
-            "False",
-            "NoOverlap",
-            "no other group selects these pods".to_string(),
-        )
-    } else {
-        (
-            "True",
+fn no_candidates(obs: &Observation<'_>) -> String {
+    let s = obs.settings;
+    format!(
+        "no leader: none of {} member(s) is Ready{}",
+        obs.members.len(),
+        if s.min_ready.is_zero() {
+            String::new()
+        } else {
+            format!(" for {}s", s.min_ready.as_secs())
+        }
+    )
+}
+
+/// Pods lost to older groups, members with a foreign role value, and a Lease owned by someone else.
+fn conflict(obs: &Observation<'_>, foreign: &[&Member]) -> (&'static str, &'static str, String) {
+    let mut parts: Vec<(&'static str, String)> = Vec::new();
+    if !obs.conflicts.is_empty() {
+        parts.push((
             "SelectorOverlap",
             format!(
                 "some selected pods belong to older group(s) {} on the same role label; they stay there",
                 obs.conflicts.join(", ")
             ),
-        )
-    };
-    if conflict_status == "True"
-        && condition_message(obs.status, CONFLICT) != Some(conflict_message.as_str())
-    {
-        notes.push(group_note(true, "Conflict", conflict_message.clone()));
+        ));
     }
-
-    let conditions = vec![
-        condition(obs, READY, ready_status, ready_reason, ready_message),
-        condition(
-            obs,
-            SPEC_VALID,
+    if !foreign.is_empty() {
+        let names: Vec<&str> = foreign.iter().take(10).map(|m| m.name.as_str()).collect();
+        parts.push((
+            "ForeignRoleLabel",
+            format!(
+                "{} member(s) carry {} with a value podium did not write, left alone: {}{}",
+                foreign.len(),
+                obs.settings.role_label,
+                names.join(", "),
+                if foreign.len() > names.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    if obs.lease_foreign {
+        parts.push((
+            "LeaseNotOwned",
+            format!(
+                "Lease {} exists and is not controlled by this group; it is not published",
+                obs.group
+            ),
+        ));
+    }
+    match parts.first() {
+        None => (
+            "False",
+            "NoOverlap",
+            "no other group selects these pods".to_string(),
+        ),
+        Some((reason, _)) => (
             "True",
-            "Valid",
-            "spec is valid".to_string(),
+            reason,
+            parts
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
         ),
-        condition(
-            obs,
-            CONFLICT,
-            conflict_status,
-            conflict_reason,
-            conflict_message,
-        ),
-    ];
-
-    let status = ElectionGroupStatus {
-        leader: next.map(|m| m.name.clone()),
-        leader_uid: next.map(|m| m.uid.clone()),
-        term,
-        leader_since: leader_since.map(Time),
-        members: count(obs.members.len()),
-        ready_members: count(ready_members),
-        ready_summary: Some(format!("{}/{}", ready_members, obs.members.len())),
-        next_handoff: next_handoff.map(Time),
-        handoff_skipped_at: skipped_at.map(Time),
-        last_transition,
-        observed_generation: obs.generation,
-        conditions,
-    };
-
-    Plan {
-        writes,
-        status,
-        notes,
-        requeue_after: requeue.after(obs.now),
-        clear_handoff_request: clear_request,
-        transition,
-        unfit_since: unfit_since.filter(|_| transition == Some(TransitionReason::Failover)),
     }
 }
 
@@ -509,70 +921,6 @@ pub fn reject(
         transition: None,
         unfit_since: None,
     }
-}
-
-/// Orders pod writes so that the mode's guarantee holds at every instant.
-fn plan_writes(
-    obs: &Observation<'_>,
-    next: Option<&Member>,
-    term: i64,
-    reason: Option<TransitionReason>,
-    current: Option<&Member>,
-) -> Vec<PodWrite> {
-    let role_of = |m: &Member| {
-        if next.is_some_and(|n| n.name == m.name) {
-            (LEADER, Some(term))
-        } else {
-            (FOLLOWER, None)
-        }
-    };
-    let mut demotions = Vec::new();
-    let mut promotion = Vec::new();
-    let mut others = Vec::new();
-    for m in obs.members {
-        let (role, want_term) = role_of(m);
-        let up_to_date = m.role.as_deref() == Some(role)
-            && m.term == want_term
-            && m.group.as_deref() == Some(obs.group);
-        if up_to_date {
-            continue;
-        }
-        let write = PodWrite {
-            pod: m.name.clone(),
-            change: PodChange::Label {
-                role,
-                term: want_term,
-            },
-        };
-        if m.role.as_deref() == Some(LEADER) && role == FOLLOWER {
-            demotions.push(write);
-        } else if role == LEADER {
-            promotion.push(write);
-        } else {
-            others.push(write);
-        }
-    }
-    // Make-before-break only for a planned handoff away from a leader that is still alive.
-    let planned = matches!(
-        reason,
-        Some(
-            TransitionReason::Scheduled
-                | TransitionReason::MaxTerm
-                | TransitionReason::Manual
-                | TransitionReason::Preempted
-        )
-    );
-    let old_alive = current.is_some_and(|c| c.ready && !c.terminating);
-    let mut writes = if obs.settings.mode == HandoffMode::MakeBeforeBreak && planned && old_alive {
-        [promotion, demotions, others].concat()
-    } else {
-        [demotions, promotion, others].concat()
-    };
-    writes.extend(obs.departed.iter().map(|p| PodWrite {
-        pod: p.clone(),
-        change: PodChange::Release,
-    }));
-    writes
 }
 
 enum Fitness {
@@ -741,7 +1089,7 @@ fn set_condition(
 
 /// The earliest instant worth waking up for.
 #[derive(Default)]
-struct Requeue(Option<Timestamp>);
+pub struct Requeue(Option<Timestamp>);
 
 impl Requeue {
     fn at(&mut self, t: Timestamp, now: Timestamp) {
@@ -758,3 +1106,6 @@ impl Requeue {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod model;

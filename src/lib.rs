@@ -1,5 +1,6 @@
 //! podium: a Kubernetes operator that gives a set of pods exactly one leader.
 
+pub mod apply;
 pub mod crd;
 pub mod election;
 pub mod leadership;

@@ -166,13 +166,17 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     metrics.set_active(!args.leader_elect);
     // The Lease is released only after the controller has finished its in-flight writes.
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let fence = if args.leader_elect {
+        leadership::Fence::leased()
+    } else {
+        leadership::Fence::open()
+    };
     let election = args.leader_elect.then(|| {
         let cfg = leadership::Config {
             lease: args.lease_name.clone(),
             namespace: args.lease_namespace.clone(),
             identity: identity.clone(),
             duration_secs: args.lease_duration,
-            renew_before_secs: (args.lease_duration / 3).max(1),
         };
         let release = async move {
             let _ = release_rx.await;
@@ -181,6 +185,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             client.clone(),
             cfg,
             active_tx,
+            fence.clone(),
             metrics.clone(),
             release,
         ))
@@ -191,6 +196,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         instance: Some(identity),
         active: active_rx,
         concurrency: args.concurrency,
+        fence,
     };
     info!(
         namespace = opts.namespace.as_deref().unwrap_or("<all>"),

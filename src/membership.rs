@@ -52,16 +52,35 @@ pub struct Membership {
     /// Pods that belong to this group.
     pub members: Vec<Member>,
     /// Pods still carrying this group's annotation that no longer belong to it.
-    pub departed: Vec<String>,
+    pub departed: Vec<Member>,
     /// Older groups that keep pods this group also selects.
     pub conflicts: Vec<String>,
+}
+
+/// The role keys of a group: the one to write, and the one podium wrote before, if it differs.
+#[derive(Debug, Clone, Copy)]
+pub struct RoleKeys<'a> {
+    /// `spec.roleLabel`.
+    pub current: &'a str,
+    /// `status.roleLabel`, when a change of key is still being applied.
+    pub previous: Option<&'a str>,
+}
+
+impl<'a> RoleKeys<'a> {
+    /// Keys for a group whose role label never changed.
+    pub fn new(current: &'a str) -> Self {
+        Self {
+            current,
+            previous: None,
+        }
+    }
 }
 
 /// Splits the pods of a namespace into this group's members and departed pods.
 pub fn membership<'p>(
     me: &Claim,
     selector: &Selector,
-    role_label: &str,
+    role_label: RoleKeys<'_>,
     others: &[Claim],
     pods: impl IntoIterator<Item = &'p Pod>,
 ) -> Membership {
@@ -78,14 +97,14 @@ pub fn membership<'p>(
             })
             .flatten();
         match (selected, holder) {
-            (true, None) => out.members.push(member(pod, role_label)),
+            (true, None) => out.members.push(member(pod, role_label, ours)),
             // The holder overwrites the pod's labels itself; releasing it here would race it.
             (true, Some(h)) => {
                 if !out.conflicts.contains(&h.name) {
                     out.conflicts.push(h.name.clone());
                 }
             }
-            (false, _) if ours => out.departed.push(pod.name_any()),
+            (false, _) if ours => out.departed.push(member(pod, role_label, ours)),
             (false, _) => {}
         }
     }
@@ -93,17 +112,24 @@ pub fn membership<'p>(
     out
 }
 
-/// Reduces a pod to what the election needs.
-pub fn member(pod: &Pod, role_label: &str) -> Member {
+/// Reduces a pod to what the election needs; `ours` says it carries this group's annotation.
+pub fn member(pod: &Pod, keys: RoleKeys<'_>, ours: bool) -> Member {
     let ready = pod
         .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
     let annotations = pod.annotations();
+    let labels = pod.labels();
+    // Only podium's own pods can carry the previous key as podium's write.
+    let previous = keys
+        .previous
+        .filter(|p| ours && *p != keys.current)
+        .and_then(|p| labels.get(p));
     Member {
         name: pod.name_any(),
         uid: pod.uid().unwrap_or_default(),
+        resource_version: pod.resource_version(),
         created: pod
             .metadata
             .creation_timestamp
@@ -116,7 +142,8 @@ pub fn member(pod: &Pod, role_label: &str) -> Member {
             .get(PRIORITY_ANNOTATION)
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0),
-        role: pod.labels().get(role_label).cloned(),
+        role: labels.get(keys.current).or(previous).cloned(),
+        stale_key: previous.is_some(),
         term: annotations
             .get(TERM_ANNOTATION)
             .and_then(|v| v.trim().parse().ok()),
@@ -153,7 +180,7 @@ mod tests {
             json!({"app": "x", "podium.dev/role": "leader"}),
             json!({"podium.dev/term": "4", "podium.dev/priority": "7", "podium.dev/group": "g"}),
         );
-        let m = member(&p, "podium.dev/role");
+        let m = member(&p, RoleKeys::new("podium.dev/role"), true);
         assert_eq!(m.name, "p");
         assert!(m.ready);
         assert_eq!(
@@ -168,7 +195,7 @@ mod tests {
             json!({}),
             json!({"podium.dev/term": "x", "podium.dev/priority": "high"}),
         );
-        let m = member(&junk, "podium.dev/role");
+        let m = member(&junk, RoleKeys::new("podium.dev/role"), false);
         assert_eq!(
             (m.priority, m.term, m.ready_changed.is_some()),
             (0, None, true)
@@ -185,11 +212,24 @@ mod tests {
             pod("c", json!({"app": "y"}), json!({})),
         ];
         let all = [old.clone(), new.clone()];
-        let newer = membership(&new, new.selector.as_ref().unwrap(), "r", &all, &pods);
+        let newer = membership(
+            &new,
+            new.selector.as_ref().unwrap(),
+            RoleKeys::new("r"),
+            &all,
+            &pods,
+        );
         assert!(newer.members.is_empty());
         assert_eq!(newer.conflicts, ["old"]);
-        assert_eq!(newer.departed, ["b"]);
-        let older = membership(&old, old.selector.as_ref().unwrap(), "r", &all, &pods);
+        let departed: Vec<&str> = newer.departed.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(departed, ["b"]);
+        let older = membership(
+            &old,
+            old.selector.as_ref().unwrap(),
+            RoleKeys::new("r"),
+            &all,
+            &pods,
+        );
         assert_eq!(older.members.len(), 1);
         assert!(older.conflicts.is_empty());
         assert!(older.departed.is_empty());

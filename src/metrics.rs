@@ -37,6 +37,7 @@ pub struct Metrics {
     failover: Histogram,
     pod_writes: Counter,
     status_writes: Counter,
+    conflicts: Counter,
     groups: Family<ConditionLabels, Gauge>,
     group_ready: Mutex<HashMap<String, String>>,
     active: Gauge,
@@ -75,6 +76,12 @@ impl Default for Metrics {
             "Status writes on ElectionGroups",
             status_writes.clone(),
         );
+        let conflicts = Counter::default();
+        registry.register(
+            "write_conflicts",
+            "Writes refused by a resourceVersion or UID precondition, each followed by a fresh read and a new decision",
+            conflicts.clone(),
+        );
         let groups = Family::<ConditionLabels, Gauge>::default();
         registry.register(
             "groups",
@@ -94,6 +101,7 @@ impl Default for Metrics {
             failover,
             pod_writes,
             status_writes,
+            conflicts,
             groups,
             group_ready: Mutex::default(),
             active,
@@ -139,6 +147,11 @@ impl Metrics {
     /// Counts one status write.
     pub fn status_written(&self) {
         self.status_writes.inc();
+    }
+
+    /// Counts a write whose precondition failed.
+    pub fn conflict(&self) {
+        self.conflicts.inc();
     }
 
     /// Records a group's Ready condition status (`True`, `False`, `Unknown`), or `None` once it is gone.

@@ -1,10 +1,12 @@
-//! What podium wrote that its caches may not show yet.
+//! What podium wrote or re-read that its caches may not show yet.
 //!
-//! A reconcile triggered by podium's own write can run before the watch delivers that write.
-//! Deciding on the stale copy would repeat writes (and, for a handoff request, repeat the
-//! handoff). Each write records the resourceVersion it replaced; while the cache still shows
-//! that version, the written state stands in for it. Any other version means the cache caught
-//! up or someone else changed the object, and the cache is believed again.
+//! A reconcile triggered by podium's own write can run before the watch delivers that write,
+//! and a write that conflicts is followed by a fresh read the watch has not delivered either.
+//! Deciding on the stale copy would repeat writes (or repeat a handoff) or conflict again. Each
+//! write or fresh read is kept here with its resourceVersion; the cache is believed again once
+//! it shows that version or a later one. resourceVersions are compared as the etcd revisions
+//! the API server gives them (as kube's own watch cache does); a version that is not a number
+//! never overrides the cache.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,17 +21,18 @@ use crate::crd::ElectionGroup;
 type Key = (String, String);
 
 struct Echo<T> {
-    stale: Vec<String>,
     latest: T,
-    latest_rv: Option<String>,
+    revision: u64,
     at: Instant,
 }
 
-/// Recent writes of pods' metadata and of groups, keyed by namespace and name.
+/// Recent writes and fresh reads of pods and groups, keyed by namespace and name.
 #[derive(Default)]
 pub struct Overlay {
-    pods: Mutex<HashMap<Key, Echo<ObjectMeta>>>,
+    pods: Mutex<HashMap<Key, Echo<Arc<Pod>>>>,
     groups: Mutex<HashMap<Key, Echo<ElectionGroup>>>,
+    /// Pods (by UID) the API server says are gone while the cache may still show them.
+    gone: Mutex<HashMap<String, Instant>>,
 }
 
 /// Entries the cache never caught up with (the object was deleted) are dropped after this.
@@ -39,29 +42,28 @@ fn key<K: ResourceExt>(o: &K) -> Key {
     (o.namespace().unwrap_or_default(), o.name_any())
 }
 
-fn remember<T>(
-    map: &Mutex<HashMap<Key, Echo<T>>>,
-    k: Key,
-    replaced: Option<String>,
-    latest: T,
-    latest_rv: Option<String>,
-) {
+/// The revision a resourceVersion names, if it is one.
+fn revision(rv: Option<&String>) -> Option<u64> {
+    rv.and_then(|v| v.parse().ok())
+}
+
+fn remember<T>(map: &Mutex<HashMap<Key, Echo<T>>>, k: Key, latest: T, rv: Option<&String>) {
+    let Some(revision) = revision(rv) else {
+        return;
+    };
     let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
     if m.len() > 4096 {
         m.retain(|_, e| e.at.elapsed() < KEEP);
     }
-    // Every version before this write is stale now, including an earlier write's result.
-    let mut stale = match m.remove(&k) {
-        Some(e) => e.stale.into_iter().chain(e.latest_rv).collect(),
-        None => Vec::new(),
-    };
-    stale.extend(replaced);
+    // Writes of one object can finish out of order; the newest revision wins.
+    if m.get(&k).is_some_and(|e| e.revision > revision) {
+        return;
+    }
     m.insert(
         k,
         Echo {
-            stale,
             latest,
-            latest_rv,
+            revision,
             at: Instant::now(),
         },
     );
@@ -73,10 +75,11 @@ fn recall<T: Clone>(
     cached_rv: Option<&String>,
 ) -> Option<T> {
     let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
-    let stale = m
-        .get(k)
-        .is_some_and(|e| cached_rv.is_some_and(|rv| e.stale.contains(rv)));
-    if stale {
+    let newer = m.get(k).is_some_and(|e| match revision(cached_rv) {
+        Some(cached) => e.revision > cached,
+        None => false,
+    });
+    if newer {
         m.get(k).map(|e| e.latest.clone())
     } else {
         m.remove(k);
@@ -85,37 +88,58 @@ fn recall<T: Clone>(
 }
 
 impl Overlay {
-    /// Records a pod metadata write: `replaced` is the version it was made against.
-    pub fn pod_written(&self, namespace: &str, replaced: Option<String>, meta: ObjectMeta) {
-        let k = (namespace.to_string(), meta.name.clone().unwrap_or_default());
-        let rv = meta.resource_version.clone();
-        remember(&self.pods, k, replaced, meta, rv);
+    /// Records a pod metadata write made against `cached`: the pod as it now is.
+    pub fn pod_written(&self, cached: &Pod, meta: ObjectMeta) {
+        let mut p = cached.clone();
+        p.metadata = meta;
+        self.pod_read(p);
     }
 
-    /// The pod as podium last wrote it, if the cached copy predates that write.
+    /// Records a pod read straight from the API server.
+    pub fn pod_read(&self, pod: Pod) {
+        let k = key(&pod);
+        let rv = pod.metadata.resource_version.clone();
+        remember(&self.pods, k, Arc::new(pod), rv.as_ref());
+    }
+
+    /// The newest copy of a pod: the cached one, or podium's newer write or read.
     pub fn pod(&self, cached: &Arc<Pod>) -> Arc<Pod> {
-        match recall(
+        recall(
             &self.pods,
             &key(cached.as_ref()),
             cached.metadata.resource_version.as_ref(),
-        ) {
-            Some(meta) => {
-                let mut p = cached.as_ref().clone();
-                p.metadata.labels = meta.labels;
-                p.metadata.annotations = meta.annotations;
-                Arc::new(p)
-            }
-            None => cached.clone(),
+        )
+        .unwrap_or_else(|| cached.clone())
+    }
+
+    /// Records that the API server no longer has the pod with this UID.
+    pub fn pod_deleted(&self, uid: &str) {
+        let mut g = self.gone.lock().unwrap_or_else(|p| p.into_inner());
+        if g.len() > 4096 {
+            g.retain(|_, at| at.elapsed() < KEEP);
         }
+        g.insert(uid.to_string(), Instant::now());
     }
 
-    /// Records a group write made against version `replaced`, with the group as it now is.
-    pub fn group_written(&self, replaced: Option<String>, group: ElectionGroup) {
+    /// The cached pod is known to be gone.
+    pub fn pod_gone(&self, cached: &Pod) -> bool {
+        let Some(uid) = cached.metadata.uid.as_ref() else {
+            return false;
+        };
+        self.gone
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(uid)
+            .is_some_and(|at| at.elapsed() < KEEP)
+    }
+
+    /// Records a group as a write returned it or a fresh read found it.
+    pub fn group_written(&self, group: ElectionGroup) {
         let rv = group.metadata.resource_version.clone();
-        remember(&self.groups, key(&group), replaced, group, rv);
+        remember(&self.groups, key(&group), group, rv.as_ref());
     }
 
-    /// The group as podium last wrote it, if the cached copy predates that write.
+    /// The group as podium last wrote or read it, if the cached copy is older.
     pub fn group(&self, cached: &ElectionGroup) -> Option<ElectionGroup> {
         recall(
             &self.groups,
@@ -140,10 +164,9 @@ mod tests {
     #[test]
     fn stale_cache_shows_the_write_until_it_catches_up() {
         let o = Overlay::default();
-        let written = pod("2", "leader").metadata.clone();
-        o.pod_written("ns", Some("1".into()), written);
-        let seen = o.pod(&pod("1", "follower"));
-        assert_eq!(seen.labels()["podium.dev/role"], "leader");
+        let cached = pod("1", "follower");
+        o.pod_written(&cached, pod("2", "leader").metadata.clone());
+        assert_eq!(o.pod(&cached).labels()["podium.dev/role"], "leader");
         // Caught up: the cache is believed, and the entry is gone.
         assert_eq!(
             o.pod(&pod("2", "leader")).labels()["podium.dev/role"],
@@ -156,12 +179,34 @@ mod tests {
     }
 
     #[test]
-    fn someone_elses_change_wins() {
+    fn a_later_version_in_the_cache_wins() {
         let o = Overlay::default();
-        o.pod_written("ns", Some("1".into()), pod("2", "leader").metadata.clone());
+        o.pod_written(&pod("1", "follower"), pod("2", "leader").metadata.clone());
         assert_eq!(
             o.pod(&pod("3", "other")).labels()["podium.dev/role"],
             "other"
+        );
+    }
+
+    #[test]
+    fn an_older_version_never_replaces_a_newer_write() {
+        let o = Overlay::default();
+        o.pod_written(&pod("4", "follower"), pod("9", "leader").metadata.clone());
+        o.pod_written(&pod("4", "follower"), pod("7", "follower").metadata.clone());
+        // A cache at a version between the two writes is older than the newest one.
+        assert_eq!(
+            o.pod(&pod("8", "other")).labels()["podium.dev/role"],
+            "leader"
+        );
+    }
+
+    #[test]
+    fn versions_that_are_not_numbers_never_override_the_cache() {
+        let o = Overlay::default();
+        o.pod_written(&pod("1", "follower"), pod("x", "leader").metadata.clone());
+        assert_eq!(
+            o.pod(&pod("1", "follower")).labels()["podium.dev/role"],
+            "follower"
         );
     }
 }

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
@@ -20,11 +18,11 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::crd::{
-    ElectionGroup, FINALIZER, GROUP_ANNOTATION, HANDOFF_ANNOTATION, LEADER, TERM_ANNOTATION,
-};
+use crate::apply::{self, LeaseMirror, Outcome, PodKeys};
+use crate::crd::{ElectionGroup, FINALIZER, GROUP_ANNOTATION, HANDOFF_ANNOTATION, LEADER};
 use crate::election::{self, Note, Observation, Plan, PodChange, Subject};
-use crate::membership::{Claim, membership};
+use crate::leadership::Fence;
+use crate::membership::{Claim, RoleKeys, membership};
 use crate::metrics::Metrics;
 use crate::overlay::Overlay;
 use crate::validation::{Settings, validate};
@@ -76,6 +74,12 @@ pub enum Error {
     /// The object has no namespace; ElectionGroups are namespaced, so the API server sent something odd.
     #[error("ElectionGroup {0} has no namespace")]
     NoNamespace(String),
+    /// This replica does not hold the controller Lease by its own clock; it writes nothing.
+    #[error("not the active replica: the controller lease is not held")]
+    NotLeading,
+    /// Every attempt conflicted with a concurrent change.
+    #[error("{namespace}/{group} kept changing while being reconciled; retrying")]
+    Contended { namespace: String, group: String },
 }
 
 /// The API server's own message, without the Debug dump kube's Display adds.
@@ -102,6 +106,8 @@ impl Error {
             },
             Error::Cache(..) => "cache",
             Error::NoNamespace(_) => "no_namespace",
+            Error::NotLeading => "not_leading",
+            Error::Contended { .. } => "contended",
         }
     }
 }
@@ -126,6 +132,72 @@ pub struct Context {
     pub active: watch::Receiver<bool>,
     /// Consecutive failures per group, for the error policy's backoff.
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
+    /// Whether this replica may write at this instant (the controller Lease, by its own clock).
+    pub fence: Arc<Fence>,
+    /// Failed promotions per pod UID: how many in a row, and when the last one failed.
+    promotion_failures: Mutex<HashMap<String, (u32, std::time::Instant)>>,
+}
+
+/// A candidate whose promotion failed this many times in a row is passed over…
+const PROMOTION_TRIES: u32 = 3;
+/// …for this long, then tried again.
+const PASSED_OVER_FOR: Duration = Duration::from_secs(300);
+
+impl Context {
+    /// Members whose promotion keeps failing, to be passed over for now.
+    fn passed_over(&self, members: &[election::Member]) -> Vec<String> {
+        let failures = self
+            .promotion_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        members
+            .iter()
+            .filter(|m| {
+                failures
+                    .get(&m.uid)
+                    .is_some_and(|(n, at)| *n >= PROMOTION_TRIES && at.elapsed() < PASSED_OVER_FOR)
+            })
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
+    fn promotion_succeeded(&self, uid: &str) {
+        self.promotion_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
+    }
+
+    /// Counts a failed promotion; at the limit, says that the pod is passed over.
+    fn promotion_failed(&self, group: &ElectionGroup, pod: &str, uid: &str, err: &Error) {
+        let n = {
+            let mut failures = self
+                .promotion_failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if failures.len() > 4096 {
+                failures.retain(|_, (_, at)| at.elapsed() < PASSED_OVER_FOR);
+            }
+            let entry = failures
+                .entry(uid.to_string())
+                .or_insert((0, std::time::Instant::now()));
+            entry.0 = entry.0.saturating_add(1);
+            entry.1 = std::time::Instant::now();
+            entry.0
+        };
+        if n == PROMOTION_TRIES {
+            let note = Note {
+                subject: Subject::Group,
+                warning: true,
+                reason: "PromotionFailed",
+                message: format!(
+                    "promoting {pod} failed {n} times ({err}); passing it over for {}s",
+                    PASSED_OVER_FOR.as_secs()
+                ),
+            };
+            publish(group, &[note], self);
+        }
+    }
 }
 
 /// How the controller is scoped and identified.
@@ -139,6 +211,8 @@ pub struct Options {
     pub active: watch::Receiver<bool>,
     /// How many groups are reconciled at once.
     pub concurrency: u16,
+    /// Whether this replica may write at this instant.
+    pub fence: Arc<Fence>,
 }
 
 /// Runs the controller until `shutdown` resolves; `on_ready` fires once both caches are filled.
@@ -165,7 +239,7 @@ pub async fn run(
     let (pods, pod_writer) = reflector::store();
     let pod_events = watcher(pods_api, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(slim_pod)
+        .modify(apply::slim_in_place)
         .reflect(pod_writer)
         .inspect(move |ev| mark_synced(ev, &pods_synced_tx))
         .touched_objects();
@@ -192,6 +266,8 @@ pub async fn run(
         active: opts.active.clone(),
         overlay: Overlay::default(),
         failures: Mutex::default(),
+        fence: opts.fence.clone(),
+        promotion_failures: Mutex::default(),
     });
     // Becoming active re-examines every group: a standby's caches are warm but it acted on nothing.
     let became_active = futures::stream::unfold(opts.active.clone(), |mut rx| async move {
@@ -252,17 +328,6 @@ fn groups_for_pod(groups: &Store<Guarded>, pod: &Pod) -> Vec<ObjectRef<Guarded>>
         .collect()
 }
 
-/// Keeps only what the election reads, so that the cache of every pod stays small.
-fn slim_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.spec = None;
-    if let Some(status) = pod.status.as_mut() {
-        status.container_statuses = None;
-        status.init_container_statuses = None;
-        status.ephemeral_container_statuses = None;
-    }
-}
-
 async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !*ctx.active.borrow() {
         return Ok(Action::await_change());
@@ -295,6 +360,11 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
 /// Retries with a per-group exponential backoff: 0.5 s, 1 s, 2 s … up to 5 minutes.
 fn error_policy(obj: Arc<Guarded>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(obj.as_ref());
+    if matches!(err, Error::NotLeading) {
+        // Not a failure of this group: look again once the Lease may be held again.
+        debug!(group = %key, "not writing: the controller lease is not held");
+        return Action::requeue(Duration::from_secs(1));
+    }
     let n = {
         let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
         let n = failures.entry(key.clone()).or_insert(0);
@@ -307,56 +377,137 @@ fn error_policy(obj: Arc<Guarded>, err: &Error, ctx: Arc<Context>) -> Action {
     Action::requeue(delay)
 }
 
+/// How many times one reconcile decides again after a conflict before it backs off.
+const ATTEMPTS: usize = 8;
+
+/// How one decide-and-apply pass ended.
+enum Pass {
+    /// Applied; what the controller should do next.
+    Done(Action),
+    /// Something changed under the decision and was re-read: decide again now.
+    Stale,
+}
+
 async fn reconcile_group(cached: &ElectionGroup, ctx: &Context) -> Result<Action, Error> {
     let name = cached.name_any();
     let ns = cached
         .namespace()
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
-    if cached.metadata.deletion_timestamp.is_some() {
-        return cleanup(cached, &ns, ctx).await;
-    }
-    // Our own last write, when the cache has not caught up with it yet.
-    let mut current = ctx.overlay.group(cached).unwrap_or_else(|| cached.clone());
-    let status = current.status.clone().unwrap_or_default();
-
-    if !current.finalizers().iter().any(|f| f == FINALIZER) {
-        let patch = json!({"metadata": {"finalizers": [FINALIZER], "resourceVersion": current.resource_version()}});
-        patch_group_metadata(&mut current, patch, ctx).await?;
-    }
-
-    let now = Timestamp::now();
-    let settings = match validate(&current.spec) {
-        Ok(s) => s,
-        Err(problems) => {
-            let plan = election::reject(&status, current.metadata.generation, &problems, now);
-            apply_status(&mut current, &status, &plan, ctx).await?;
-            publish(&current, &plan.notes, ctx).await;
-            return Ok(Action::await_change());
+    let key = ObjectRef::<Guarded>::new(&name).within(&ns);
+    for _ in 0..ATTEMPTS {
+        // The newest copy: the store may have moved on since this reconcile was queued, and our
+        // own writes or re-reads may be newer still.
+        let stored = match ctx.groups.get(&key) {
+            Some(g) => match &g.0 {
+                Ok(group) => group.clone(),
+                Err(_) => return Ok(Action::await_change()),
+            },
+            None => cached.clone(),
+        };
+        let mut current = ctx.overlay.group(&stored).unwrap_or(stored);
+        let pass = if current.metadata.deletion_timestamp.is_some() {
+            cleanup(&mut current, &ns, ctx).await?
+        } else {
+            decide_and_apply(&mut current, &ns, ctx).await?
+        };
+        match pass {
+            Pass::Done(action) => return Ok(action),
+            Pass::Stale => ctx.metrics.conflict(),
         }
-    };
+    }
+    Err(Error::Contended {
+        namespace: ns,
+        group: name,
+    })
+}
 
-    let pods: Vec<Arc<Pod>> = ctx
+/// What the caches show of a group's pods.
+struct Gathered {
+    members: Vec<election::Member>,
+    departed: Vec<election::Member>,
+    conflicts: Vec<String>,
+    pods: HashMap<String, Arc<Pod>>,
+}
+
+/// Collects the group's members from the pod cache, with podium's newer writes and reads.
+fn gather(current: &ElectionGroup, ns: &str, settings: &Settings, ctx: &Context) -> Gathered {
+    let pods: HashMap<String, Arc<Pod>> = ctx
         .pods
         .state()
         .iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .map(|p| ctx.overlay.pod(p))
+        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .filter(|p| !ctx.overlay.pod_gone(p))
+        .map(|p| {
+            let p = ctx.overlay.pod(p);
+            (p.name_any(), p)
+        })
         .collect();
     let others: Vec<Claim> = ctx
         .groups
         .state()
         .iter()
-        .filter(|g| g.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|g| g.namespace().as_deref() == Some(ns))
         .filter_map(|g| g.0.as_ref().ok().map(Claim::of))
         .collect();
-    let me = Claim::of(&current);
+    let keys = RoleKeys {
+        current: &settings.role_label,
+        previous: current
+            .status
+            .as_ref()
+            .and_then(|s| s.role_label.as_deref()),
+    };
     let m = membership(
-        &me,
+        &Claim::of(current),
         &settings.selector,
-        &settings.role_label,
+        keys,
         &others,
-        pods.iter().map(|p| p.as_ref()),
+        pods.values().map(|p| p.as_ref()),
     );
+    Gathered {
+        members: m.members,
+        departed: m.departed,
+        conflicts: m.conflicts,
+        pods,
+    }
+}
+
+/// One pass: make sure of the finalizer, validate, observe, decide and apply.
+async fn decide_and_apply(
+    current: &mut ElectionGroup,
+    ns: &str,
+    ctx: &Context,
+) -> Result<Pass, Error> {
+    let name = current.name_any();
+    if !current.finalizers().iter().any(|f| f == FINALIZER)
+        && apply::add_finalizer(current, ctx).await? == Outcome::Stale
+    {
+        return Ok(Pass::Stale);
+    }
+    let status = current.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    let settings = match validate(&current.spec) {
+        Ok(s) => s,
+        Err(problems) => {
+            let plan = election::reject(&status, current.metadata.generation, &problems, now);
+            if (plan.status != status || current.status.is_none())
+                && apply::status(current, &plan.status, ctx).await? == Outcome::Stale
+            {
+                return Ok(Pass::Stale);
+            }
+            publish(current, &plan.notes, ctx);
+            return Ok(Pass::Done(Action::await_change()));
+        }
+    };
+    let mirror = if settings.publish_lease {
+        Some(apply::lease_mirror(current, ctx).await?)
+    } else {
+        None
+    };
+    let mut g = gather(current, ns, &settings, ctx);
+    // Stable order, so that Events and writes do not depend on the cache's hash order.
+    g.members.sort_by(|a, b| a.name.cmp(&b.name));
+    g.departed.sort_by(|a, b| a.name.cmp(&b.name));
+    let passed_over = ctx.passed_over(&g.members);
     let request = current
         .annotations()
         .get(HANDOFF_ANNOTATION)
@@ -366,35 +517,103 @@ async fn reconcile_group(cached: &ElectionGroup, ctx: &Context) -> Result<Action
         generation: current.metadata.generation,
         settings: &settings,
         status: &status,
-        members: &m.members,
-        departed: &m.departed,
-        conflicts: &m.conflicts,
+        members: &g.members,
+        departed: &g.departed,
+        conflicts: &g.conflicts,
         handoff_request: request,
+        passed_over: &passed_over,
+        lease_foreign: matches!(mirror, Some(LeaseMirror::Foreign)),
         now,
     });
+    apply_plan(current, ns, &settings, &status, &plan, &g, mirror, ctx).await
+}
 
-    if let Err(e) = apply_pod_writes(&ns, &name, &settings, &plan, ctx).await {
-        report_write_failure(&mut current, &status, &e, ctx).await;
-        return Err(e);
+/// Applies a plan: status first (it records any new term), then the handoff request, then pods
+/// one by one in the plan's order, then the Lease mirror.
+#[allow(clippy::too_many_arguments)]
+async fn apply_plan(
+    current: &mut ElectionGroup,
+    ns: &str,
+    settings: &Settings,
+    old: &crate::crd::ElectionGroupStatus,
+    plan: &Plan,
+    g: &Gathered,
+    mirror: Option<LeaseMirror>,
+    ctx: &Context,
+) -> Result<Pass, Error> {
+    let name = current.name_any();
+    if (&plan.status != old || current.status.is_none())
+        && apply::status(current, &plan.status, ctx).await? == Outcome::Stale
+    {
+        return Ok(Pass::Stale);
     }
+    // The decision that records a transition announces it, once, whatever happens to the pods.
+    publish(current, &plan.notes, ctx);
+    if plan.clear_handoff_request
+        && apply::clear_handoff_request(current, ctx).await? == Outcome::Stale
+    {
+        return Ok(Pass::Stale);
+    }
+    let keys = PodKeys {
+        group: &name,
+        role_label: &settings.role_label,
+        old_role_label: old.role_label.as_deref(),
+    };
+    for w in &plan.writes {
+        apply::fenced(ctx)?;
+        let promotion = matches!(w.change, PodChange::Label { role: LEADER, .. });
+        match apply::pod(ns, w, &keys, g.pods.get(&w.pod).cloned(), ctx).await {
+            Ok(Outcome::Done) => {
+                if promotion {
+                    ctx.promotion_succeeded(&w.uid);
+                }
+                debug!(pod = %w.pod, change = ?w.change, "pod written");
+            }
+            Ok(Outcome::Stale) => return Ok(Pass::Stale),
+            Err(source) => {
+                let role = match &w.change {
+                    PodChange::Label { role, .. } => *role,
+                    PodChange::Release => "none",
+                };
+                let e = Error::PodWrite {
+                    namespace: ns.to_string(),
+                    pod: w.pod.clone(),
+                    role,
+                    source,
+                };
+                if promotion {
+                    ctx.promotion_failed(current, &w.pod, &w.uid, &e);
+                }
+                report_write_failure(current, &e, ctx).await;
+                return Err(e);
+            }
+        }
+    }
+    if let Some(mirror) = mirror
+        && apply::publish_lease(current, mirror, &plan.status, ctx).await? == Outcome::Stale
+    {
+        return Ok(Pass::Stale);
+    }
+    record(current, ns, plan, ctx);
+    Ok(Pass::Done(
+        plan.requeue_after.map_or_else(Action::await_change, |d| {
+            Action::requeue(d + Duration::from_millis(5))
+        }),
+    ))
+}
+
+/// Metrics and the log line of an applied plan.
+fn record(group: &ElectionGroup, ns: &str, plan: &Plan, ctx: &Context) {
+    let name = group.name_any();
     if let Some(since) = plan.unfit_since {
         ctx.metrics
             .failover_took(Timestamp::now().duration_since(since).as_secs_f64());
     }
-    if plan.clear_handoff_request {
-        let patch = json!({"metadata": {"annotations": {HANDOFF_ANNOTATION: null}}});
-        patch_group_metadata(&mut current, patch, ctx).await?;
-    }
-    if settings.publish_lease {
-        publish_lease(&current, &ns, &plan, ctx).await?;
-    }
-    apply_status(&mut current, &status, &plan, ctx).await?;
     if let Some(reason) = plan.transition {
         ctx.metrics.leader_changed(reason);
         info!(group = %name, namespace = %ns, leader = ?plan.status.leader, term = plan.status.term,
               reason = reason.as_str(), "leader changed");
     }
-    publish(&current, &plan.notes, ctx).await;
     let ready = plan
         .status
         .conditions
@@ -402,70 +621,14 @@ async fn reconcile_group(cached: &ElectionGroup, ctx: &Context) -> Result<Action
         .find(|c| c.type_ == election::READY);
     ctx.metrics
         .group_ready(&format!("{ns}/{name}"), ready.map(|c| c.status.as_str()));
-
-    Ok(plan.requeue_after.map_or_else(Action::await_change, |d| {
-        Action::requeue(d + Duration::from_millis(5))
-    }))
-}
-
-/// Applies the plan's pod writes one by one, each acknowledged before the next.
-async fn apply_pod_writes(
-    ns: &str,
-    group: &str,
-    s: &Settings,
-    plan: &Plan,
-    ctx: &Context,
-) -> Result<(), Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    for w in &plan.writes {
-        let (role, patch) = match &w.change {
-            PodChange::Label { role, term } => (
-                *role,
-                json!({"metadata": {
-                    "labels": {&s.role_label: role},
-                    "annotations": {TERM_ANNOTATION: term.map(|t| t.to_string()), GROUP_ANNOTATION: group},
-                }}),
-            ),
-            PodChange::Release => ("none", release_patch(&s.role_label)),
-        };
-        let replaced = ctx
-            .pods
-            .get(&ObjectRef::new(&w.pod).within(ns))
-            .and_then(|p| p.resource_version());
-        match pods
-            .patch_metadata(&w.pod, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(written) => {
-                ctx.metrics.pod_written();
-                ctx.overlay.pod_written(ns, replaced, written.metadata);
-            }
-            // A follower or released pod that is already gone needs nothing more.
-            Err(kube::Error::Api(e)) if e.code == 404 && role != LEADER => {}
-            Err(source) => {
-                return Err(Error::PodWrite {
-                    namespace: ns.to_string(),
-                    pod: w.pod.clone(),
-                    role,
-                    source,
-                });
-            }
-        }
-        debug!(pod = %w.pod, role, "pod written");
-    }
-    Ok(())
 }
 
 /// Marks the group not Ready because a pod write failed, and says why, so that a missing
 /// permission is visible in `kubectl describe eg` and not only in the operator's log.
-async fn report_write_failure(
-    group: &mut ElectionGroup,
-    old: &crate::crd::ElectionGroupStatus,
-    err: &Error,
-    ctx: &Context,
-) {
+async fn report_write_failure(group: &mut ElectionGroup, err: &Error, ctx: &Context) {
     let message = err.to_string();
     let now = Timestamp::now();
+    let old = group.status.clone().unwrap_or_default();
     let mut status = old.clone();
     status.observed_generation = group.metadata.generation;
     let ready = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
@@ -485,204 +648,67 @@ async fn report_write_failure(
     };
     status.conditions.retain(|c| c.type_ != election::READY);
     status.conditions.insert(0, ready);
-    let plan = Plan {
-        writes: Vec::new(),
-        status,
-        notes: vec![Note {
-            subject: Subject::Group,
-            warning: true,
-            reason: "PodWriteFailed",
-            message,
-        }],
-        requeue_after: None,
-        clear_handoff_request: false,
-        transition: None,
-        unfit_since: None,
-    };
-    if let Err(e) = apply_status(group, old, &plan, ctx).await {
+    if status != old
+        && let Err(e) = apply::status(group, &status, ctx).await
+    {
         warn!(error = %e, "cannot report the failed pod write in status either");
     }
-    publish(group, &plan.notes, ctx).await;
-}
-
-/// The merge patch that removes everything podium writes on a pod.
-fn release_patch(role_label: &str) -> serde_json::Value {
-    json!({"metadata": {
-        "labels": {role_label: null},
-        "annotations": {TERM_ANNOTATION: null, GROUP_ANNOTATION: null},
-    }})
-}
-
-/// Writes the status when it differs from what is stored.
-async fn apply_status(
-    current: &mut ElectionGroup,
-    old: &crate::crd::ElectionGroupStatus,
-    plan: &Plan,
-    ctx: &Context,
-) -> Result<(), Error> {
-    if &plan.status == old && current.status.is_some() {
-        return Ok(());
-    }
-    let (ns, name) = (current.namespace().unwrap_or_default(), current.name_any());
-    let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
-    let body = json!({
-        "apiVersion": ElectionGroup::api_version(&()),
-        "kind": ElectionGroup::kind(&()),
-        "status": plan.status,
-    });
-    let replaced = current.resource_version();
-    let written = api
-        .patch_status(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(body),
-        )
-        .await
-        .map_err(|source| Error::Status {
-            namespace: ns,
-            group: name,
-            source,
-        })?;
-    ctx.metrics.status_written();
-    ctx.overlay.group_written(replaced, written.clone());
-    *current = written;
-    Ok(())
-}
-
-/// Patches the group's metadata and remembers the result until the cache shows it.
-async fn patch_group_metadata(
-    current: &mut ElectionGroup,
-    patch: serde_json::Value,
-    ctx: &Context,
-) -> Result<(), Error> {
-    let (ns, name) = (current.namespace().unwrap_or_default(), current.name_any());
-    let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
-    let replaced = current.resource_version();
-    let meta = api
-        .patch_metadata(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .map_err(|source| Error::Metadata {
-            namespace: ns,
-            group: name,
-            source,
-        })?;
-    current.metadata = meta.metadata;
-    ctx.overlay.group_written(replaced, current.clone());
-    Ok(())
-}
-
-/// Mirrors the leader into a Lease named after the group, when it differs.
-async fn publish_lease(
-    group: &ElectionGroup,
-    ns: &str,
-    plan: &Plan,
-    ctx: &Context,
-) -> Result<(), Error> {
-    let name = group.name_any();
-    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), ns);
-    let err = |source| Error::Lease {
-        namespace: ns.to_string(),
-        group: name.clone(),
-        source,
+    let note = Note {
+        subject: Subject::Group,
+        warning: true,
+        reason: "PodWriteFailed",
+        message,
     };
-    let since = plan.status.leader_since.as_ref().map(|t| MicroTime(t.0));
-    let want = json!({
-        "holderIdentity": plan.status.leader,
-        "leaseTransitions": i32::try_from(plan.status.term).unwrap_or(i32::MAX),
-        "acquireTime": since,
-        "renewTime": since,
-    });
-    let current = api.get_opt(&name).await.map_err(err)?;
-    let same = current
-        .as_ref()
-        .and_then(|l| l.spec.as_ref())
-        .is_some_and(|spec| {
-            serde_json::to_value(spec).ok().is_some_and(|v| {
-                [
-                    "holderIdentity",
-                    "leaseTransitions",
-                    "acquireTime",
-                    "renewTime",
-                ]
-                .iter()
-                .all(|k| v.get(k).unwrap_or(&serde_json::Value::Null) == &want[*k])
-            })
-        });
-    if same {
-        return Ok(());
-    }
-    let owner = group
-        .controller_owner_ref(&())
-        .map(|o| vec![o])
-        .unwrap_or_default();
-    let body = json!({
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": {"name": name, "ownerReferences": owner},
-        "spec": want,
-    });
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map_err(err)?;
-    Ok(())
+    publish(group, &[note], ctx);
 }
 
-/// Removes what podium wrote on the group's pods, then the finalizer.
-async fn cleanup(group: &ElectionGroup, ns: &str, ctx: &Context) -> Result<Action, Error> {
+/// Removes what podium wrote on the group's pods, then the finalizer (keeping everyone else's).
+async fn cleanup(group: &mut ElectionGroup, ns: &str, ctx: &Context) -> Result<Pass, Error> {
     let name = group.name_any();
     if !group.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
+        return Ok(Pass::Done(Action::await_change()));
     }
-    let role_label = &group.spec.role_label;
-    let released: Vec<String> = ctx
+    let keys = PodKeys {
+        group: &name,
+        role_label: &group.spec.role_label,
+        old_role_label: group.status.as_ref().and_then(|s| s.role_label.as_deref()),
+    };
+    let released: Vec<Arc<Pod>> = ctx
         .pods
         .state()
         .iter()
         .filter(|p| p.namespace().as_deref() == Some(ns))
+        .map(|p| ctx.overlay.pod(p))
         .filter(|p| p.annotations().get(GROUP_ANNOTATION) == Some(&name))
-        .map(|p| p.name_any())
+        .filter(|p| !ctx.overlay.pod_gone(p))
         .collect();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     for pod in &released {
-        let patch = release_patch(role_label);
-        match pods
-            .patch_metadata(pod, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
+        apply::fenced(ctx)?;
+        let w = election::PodWrite {
+            pod: pod.name_any(),
+            uid: pod.uid().unwrap_or_default(),
+            resource_version: pod.resource_version(),
+            change: PodChange::Release,
+        };
+        match apply::pod(ns, &w, &keys, Some(pod.clone()), ctx).await {
+            Ok(Outcome::Done) => {}
+            Ok(Outcome::Stale) => return Ok(Pass::Stale),
             Err(source) => {
                 return Err(Error::PodWrite {
                     namespace: ns.to_string(),
-                    pod: pod.clone(),
+                    pod: w.pod,
                     role: "none",
                     source,
                 });
             }
         }
     }
-    let remaining: Vec<&String> = group
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .collect();
-    let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), ns);
-    let patch =
-        json!({"metadata": {"finalizers": remaining, "resourceVersion": group.resource_version()}});
-    api.patch_metadata(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .map_err(|source| Error::Metadata {
-            namespace: ns.to_string(),
-            group: name.clone(),
-            source,
-        })?;
+    if apply::remove_finalizer(group, ctx).await? == Outcome::Stale {
+        return Ok(Pass::Stale);
+    }
     ctx.metrics.group_ready(&format!("{ns}/{name}"), None);
     info!(group = %name, namespace = %ns, pods = released.len(), "group deleted; labels removed");
-    Ok(Action::await_change())
+    Ok(Pass::Done(Action::await_change()))
 }
 
 /// Reports a group the controller cannot even read (its spec does not match the schema it knows).
@@ -692,6 +718,7 @@ async fn report_unreadable(obj: &Guarded, error: &str, ctx: &Context) -> Result<
         .namespace()
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
     let message = format!("cannot read spec: {error}");
+    apply::fenced(ctx)?;
     let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
     let condition = json!({
         "type": election::SPEC_VALID, "status": "False", "reason": "InvalidSpec", "message": message,
@@ -714,43 +741,56 @@ async fn report_unreadable(obj: &Guarded, error: &str, ctx: &Context) -> Result<
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
-        warn!(error = %e, "cannot publish event");
+        warn!(error = %brief(&e), "cannot publish event");
     }
     Ok(Action::await_change())
 }
 
-/// Publishes the plan's Events; a failure to publish is logged, never fatal.
-async fn publish(group: &ElectionGroup, notes: &[Note], ctx: &Context) {
-    let group_ref = group.object_ref(&());
-    for n in notes {
-        let reference = match &n.subject {
-            Subject::Group => group_ref.clone(),
-            Subject::Pod(pod) => k8s_openapi::api::core::v1::ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(pod.clone()),
-                namespace: group.namespace(),
-                ..Default::default()
-            },
-        };
-        let ev = Event {
-            type_: if n.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: n.reason.into(),
-            note: Some(n.message.clone()),
-            action: match n.reason {
-                "LeaderElected" | "BecameLeader" | "LostLeadership" => "Elect",
-                "HandoffSkipped" | "HandoffRejected" => "Handoff",
-                _ => "Reconcile",
-            }
-            .into(),
-            secondary: matches!(n.subject, Subject::Pod(_)).then(|| group_ref.clone()),
-        };
-        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
-            warn!(error = %e, reason = n.reason, "cannot publish event");
-        }
+/// Publishes Events in the background: an Event is never worth delaying a failover, and a
+/// failure to publish one is logged, never fatal.
+fn publish(group: &ElectionGroup, notes: &[Note], ctx: &Context) {
+    if notes.is_empty() {
+        return;
     }
+    let group_ref = group.object_ref(&());
+    let events: Vec<(Event, k8s_openapi::api::core::v1::ObjectReference)> = notes
+        .iter()
+        .map(|n| {
+            let reference = match &n.subject {
+                Subject::Group => group_ref.clone(),
+                Subject::Pod(pod) => k8s_openapi::api::core::v1::ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(pod.clone()),
+                    namespace: group.namespace(),
+                    ..Default::default()
+                },
+            };
+            let ev = Event {
+                type_: if n.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: n.reason.into(),
+                note: Some(n.message.chars().take(1024).collect()),
+                action: match n.reason {
+                    "LeaderElected" | "BecameLeader" | "LostLeadership" => "Elect",
+                    "HandoffSkipped" | "HandoffRejected" => "Handoff",
+                    _ => "Reconcile",
+                }
+                .into(),
+                secondary: matches!(n.subject, Subject::Pod(_)).then(|| group_ref.clone()),
+            };
+            (ev, reference)
+        })
+        .collect();
+    let recorder = ctx.recorder.clone();
+    tokio::spawn(async move {
+        for (ev, reference) in events {
+            if let Err(e) = recorder.publish(&ev, &reference).await {
+                warn!(error = %brief(&e), reason = %ev.reason, "cannot publish event");
+            }
+        }
+    });
 }

@@ -53,6 +53,12 @@ pub fn validate(spec: &ElectionGroupSpec) -> Result<Settings, String> {
     if spec.role_label.is_empty() {
         problems.push("spec.roleLabel must not be empty".to_string());
     }
+    if selector_keys(spec).any(|k| *k == spec.role_label) {
+        problems.push(format!(
+            "spec.roleLabel must not be a key the selector uses ({}): podium would overwrite the label that makes a pod a member",
+            spec.role_label
+        ));
+    }
     let seconds = |field: &str, v: i64, problems: &mut Vec<String>| {
         if v < 0 {
             problems.push(format!("spec.{field} must not be negative, got {v}"));
@@ -91,6 +97,15 @@ pub fn validate(spec: &ElectionGroupSpec) -> Result<Settings, String> {
     }
 }
 
+/// Every label key the selector reads.
+fn selector_keys(spec: &ElectionGroupSpec) -> impl Iterator<Item = &String> {
+    let s = &spec.selector;
+    s.match_labels
+        .iter()
+        .flat_map(|m| m.keys())
+        .chain(s.match_expressions.iter().flatten().map(|e| &e.key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +140,21 @@ mod tests {
                     s.selector.match_expressions = Some(vec![LabelSelectorRequirement {
                         key: "app".into(),
                         operator: "Near".into(),
+                        values: None,
+                    }])
+                }),
+            ),
+            (
+                "roleLabel must not be a key the selector uses",
+                Box::new(|s| s.role_label = "app".into()),
+            ),
+            (
+                "roleLabel must not be a key the selector uses",
+                Box::new(|s| {
+                    s.role_label = "tier".into();
+                    s.selector.match_expressions = Some(vec![LabelSelectorRequirement {
+                        key: "tier".into(),
+                        operator: "Exists".into(),
                         values: None,
                     }])
                 }),

@@ -5,13 +5,13 @@ use crate::crd::{ElectionGroupSpec, Handoff};
 use crate::validation::validate;
 use proptest::prelude::*;
 
-const T0: &str = "2026-11-22T10:00:00Z";
+pub(super) const T0: &str = "2026-11-22T10:00:00Z";
 
-fn at(secs: i64) -> Timestamp {
+pub(super) fn at(secs: i64) -> Timestamp {
     T0.parse::<Timestamp>().unwrap() + SignedDuration::from_secs(secs)
 }
 
-fn settings(f: impl FnOnce(&mut ElectionGroupSpec)) -> Settings {
+pub(super) fn settings(f: impl FnOnce(&mut ElectionGroupSpec)) -> Settings {
     let mut spec: ElectionGroupSpec =
         serde_json::from_value(serde_json::json!({"selector": {"matchLabels": {"app": "x"}}}))
             .unwrap();
@@ -24,12 +24,14 @@ fn pod(name: &str, age: i64) -> Member {
     Member {
         name: name.into(),
         uid: format!("uid-{name}"),
+        resource_version: Some("1".into()),
         created: at(-age),
         ready: true,
         ready_changed: Some(at(-age)),
         terminating: false,
         priority: 0,
         role: None,
+        stale_key: false,
         term: None,
         group: None,
     }
@@ -46,7 +48,9 @@ struct World {
     now: Timestamp,
     request: Option<String>,
     conflicts: Vec<String>,
-    departed: Vec<String>,
+    departed: Vec<Member>,
+    passed_over: Vec<String>,
+    lease_foreign: bool,
 }
 
 impl World {
@@ -59,6 +63,8 @@ impl World {
             request: None,
             conflicts: vec![],
             departed: vec![],
+            passed_over: vec![],
+            lease_foreign: false,
         }
     }
 
@@ -72,6 +78,8 @@ impl World {
             departed: &self.departed,
             conflicts: &self.conflicts,
             handoff_request: self.request.as_deref(),
+            passed_over: &self.passed_over,
+            lease_foreign: self.lease_foreign,
             now: self.now,
         })
     }
@@ -121,6 +129,14 @@ fn apply_write(members: &mut [Member], w: &PodWrite) {
             }
         }
     }
+}
+
+/// The plan's writes as (pod, change), in order.
+fn changes(plan: &Plan) -> Vec<(&str, PodChange)> {
+    plan.writes
+        .iter()
+        .map(|w| (w.pod.as_str(), w.change.clone()))
+        .collect()
 }
 
 fn reasons(plan: &Plan) -> Vec<&'static str> {
@@ -216,22 +232,22 @@ fn terminating_leader_is_demoted_before_the_successor_is_promoted() {
     w.member("a").terminating = true;
     let plan = w.step();
     assert_eq!(
-        plan.writes[..2],
+        changes(&plan)[..2],
         [
-            PodWrite {
-                pod: "a".into(),
-                change: PodChange::Label {
+            (
+                "a",
+                PodChange::Label {
                     role: FOLLOWER,
                     term: None
                 }
-            },
-            PodWrite {
-                pod: "b".into(),
-                change: PodChange::Label {
+            ),
+            (
+                "b",
+                PodChange::Label {
                     role: LEADER,
                     term: Some(2)
                 }
-            },
+            ),
         ]
     );
     assert_eq!(
@@ -449,15 +465,27 @@ fn two_labelled_leaders_are_reduced_to_the_one_in_status() {
 fn departed_pods_are_released() {
     let mut w = World::new(settings(|_| {}), trio());
     w.step();
-    w.departed = vec!["old".into()];
+    let mut old = pod("old", 500);
+    old.role = Some(FOLLOWER.into());
+    old.group = Some("g".into());
+    w.departed = vec![old];
     let plan = w.step();
-    assert_eq!(
-        plan.writes,
-        [PodWrite {
-            pod: "old".into(),
-            change: PodChange::Release
-        }]
-    );
+    assert_eq!(changes(&plan), [("old", PodChange::Release)]);
+}
+
+#[test]
+fn a_departed_leader_is_released_before_its_successor_is_promoted() {
+    for mode in [HandoffMode::BreakBeforeMake, HandoffMode::MakeBeforeBreak] {
+        let mut w = World::new(every_10s(mode), trio());
+        w.step();
+        let a = w.members.remove(0);
+        w.departed = vec![a];
+        let plan = w.step();
+        assert_eq!(changes(&plan)[0], ("a", PodChange::Release), "{mode:?}");
+        assert_eq!(changes(&plan)[1].0, "b");
+        assert_eq!(plan.status.leader.as_deref(), Some("b"));
+        assert_eq!(plan.status.term, 2);
+    }
 }
 
 #[test]
@@ -516,14 +544,14 @@ fn make_before_break_promotes_first_but_failover_never_does() {
     w.now = at(10);
     let plan = w.step();
     assert_eq!(
-        plan.writes[0],
-        PodWrite {
-            pod: "b".into(),
-            change: PodChange::Label {
+        changes(&plan)[0],
+        (
+            "b",
+            PodChange::Label {
                 role: LEADER,
                 term: Some(2)
             }
-        }
+        )
     );
     assert_eq!(plan.writes[1].pod, "a");
     w.member("b").terminating = true;

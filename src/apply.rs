@@ -1,0 +1,364 @@
+//! Applies a plan to the cluster: every write fenced by the controller Lease and conditional on
+//! the resourceVersion the decision was made from.
+//!
+//! A write whose precondition fails is not an error: the object is read afresh (straight from the
+//! API server, into the overlay) and the reconciler decides again at once. Nothing here backs off.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::crd::{ElectionGroup, FINALIZER, GROUP_ANNOTATION, HANDOFF_ANNOTATION, TERM_ANNOTATION};
+use crate::election::{PodChange, PodWrite};
+use crate::reconcile::{Context, Error, MANAGER};
+
+/// How a conditional write ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The write landed (or had nothing to do).
+    Done,
+    /// The object changed since the decision; it has been re-read, decide again.
+    Stale,
+}
+
+/// The API server refused a precondition: a changed resourceVersion or UID.
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// This replica does not hold the controller Lease at this instant.
+#[derive(Debug)]
+pub struct NotLeading;
+
+impl From<NotLeading> for Error {
+    fn from(_: NotLeading) -> Self {
+        Error::NotLeading
+    }
+}
+
+/// Fails unless this replica holds the controller Lease at this instant.
+pub fn fenced(ctx: &Context) -> Result<(), NotLeading> {
+    if ctx.fence.holds() {
+        Ok(())
+    } else {
+        Err(NotLeading)
+    }
+}
+
+/// Reads a group afresh after a conflict so that the next decision starts from the truth.
+async fn reread_group(group: &ElectionGroup, ctx: &Context) -> Result<Outcome, Error> {
+    let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
+    let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    match api.get_opt(&name).await {
+        Ok(Some(fresh)) => ctx.overlay.group_written(fresh),
+        Ok(None) => {}
+        Err(source) => {
+            return Err(Error::Metadata {
+                namespace: ns,
+                group: name,
+                source,
+            });
+        }
+    }
+    Ok(Outcome::Stale)
+}
+
+/// Writes the group's status with a resourceVersion precondition; `current` becomes the result.
+pub async fn status(
+    current: &mut ElectionGroup,
+    status: &crate::crd::ElectionGroupStatus,
+    ctx: &Context,
+) -> Result<Outcome, Error> {
+    fenced(ctx)?;
+    let (ns, name) = (current.namespace().unwrap_or_default(), current.name_any());
+    let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let body = json!({
+        "apiVersion": ElectionGroup::api_version(&()),
+        "kind": ElectionGroup::kind(&()),
+        "metadata": {"resourceVersion": current.resource_version()},
+        "status": status,
+    });
+    match api
+        .patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+    {
+        Ok(written) => {
+            ctx.metrics.status_written();
+            ctx.overlay.group_written(written.clone());
+            *current = written;
+            Ok(Outcome::Done)
+        }
+        Err(e) if is_conflict(&e) => reread_group(current, ctx).await,
+        Err(source) => Err(Error::Status {
+            namespace: ns,
+            group: name,
+            source,
+        }),
+    }
+}
+
+/// Merge-patches the group's metadata, conditional on the version `current` holds.
+async fn group_metadata(
+    current: &mut ElectionGroup,
+    metadata: Value,
+    ctx: &Context,
+) -> Result<Outcome, Error> {
+    fenced(ctx)?;
+    let (ns, name) = (current.namespace().unwrap_or_default(), current.name_any());
+    let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut metadata = metadata;
+    metadata["resourceVersion"] = json!(current.resource_version());
+    match api
+        .patch_metadata(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": metadata })),
+        )
+        .await
+    {
+        Ok(meta) => {
+            current.metadata = meta.metadata;
+            ctx.overlay.group_written(current.clone());
+            Ok(Outcome::Done)
+        }
+        Err(e) if is_conflict(&e) => reread_group(current, ctx).await,
+        Err(source) => Err(Error::Metadata {
+            namespace: ns,
+            group: name,
+            source,
+        }),
+    }
+}
+
+/// Adds podium's finalizer next to whatever finalizers the group already has.
+pub async fn add_finalizer(current: &mut ElectionGroup, ctx: &Context) -> Result<Outcome, Error> {
+    let mut all = current.finalizers().to_vec();
+    all.push(FINALIZER.to_string());
+    group_metadata(current, json!({ "finalizers": all }), ctx).await
+}
+
+/// Removes podium's finalizer and keeps every other one.
+pub async fn remove_finalizer(
+    current: &mut ElectionGroup,
+    ctx: &Context,
+) -> Result<Outcome, Error> {
+    let rest: Vec<&String> = current
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    let rest = json!(rest);
+    group_metadata(current, json!({ "finalizers": rest }), ctx).await
+}
+
+/// Removes the handoff request that was just acted on; a newer request makes this conflict.
+pub async fn clear_handoff_request(
+    current: &mut ElectionGroup,
+    ctx: &Context,
+) -> Result<Outcome, Error> {
+    group_metadata(
+        current,
+        json!({"annotations": {HANDOFF_ANNOTATION: null}}),
+        ctx,
+    )
+    .await
+}
+
+/// The keys podium writes on a pod: the role label(s) to set or clear and its annotations.
+pub struct PodKeys<'a> {
+    /// The group's name, for `podium.dev/group`.
+    pub group: &'a str,
+    /// `spec.roleLabel`.
+    pub role_label: &'a str,
+    /// A role key podium wrote earlier and now removes, after a change of `roleLabel`.
+    pub old_role_label: Option<&'a str>,
+}
+
+/// The merge patch of one pod write: podium's keys only, with the pod's UID and version as
+/// preconditions.
+pub fn pod_patch(w: &PodWrite, keys: &PodKeys<'_>) -> Value {
+    let (labels, annotations) = match &w.change {
+        PodChange::Label { role, term } => (
+            json!({ keys.role_label: role }),
+            json!({TERM_ANNOTATION: term.map(|t| t.to_string()), GROUP_ANNOTATION: keys.group}),
+        ),
+        PodChange::Release => (
+            json!({ keys.role_label: null }),
+            json!({TERM_ANNOTATION: null, GROUP_ANNOTATION: null}),
+        ),
+    };
+    let mut labels = labels;
+    if let Some(old) = keys.old_role_label.filter(|o| *o != keys.role_label) {
+        labels[old] = Value::Null;
+    }
+    json!({"metadata": {
+        "uid": w.uid,
+        "resourceVersion": w.resource_version,
+        "labels": labels,
+        "annotations": annotations,
+    }})
+}
+
+/// Writes one pod, conditional on the UID and version the decision saw.
+pub async fn pod(
+    ns: &str,
+    w: &PodWrite,
+    keys: &PodKeys<'_>,
+    cached: Option<Arc<Pod>>,
+    ctx: &Context,
+) -> Result<Outcome, kube::Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = pod_patch(w, keys);
+    match api
+        .patch_metadata(&w.pod, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(written) => {
+            ctx.metrics.pod_written();
+            if let Some(cached) = cached {
+                ctx.overlay.pod_written(&cached, written.metadata);
+            }
+            Ok(Outcome::Done)
+        }
+        Err(e) if is_conflict(&e) => {
+            // Read the pod afresh (or learn it is gone) so the next decision sees the truth.
+            match api.get_opt(&w.pod).await? {
+                Some(fresh) if fresh.uid().as_deref() == Some(w.uid.as_str()) => {
+                    ctx.overlay.pod_read(slim(fresh))
+                }
+                // A same-named replacement is a different pod: the cache will bring it.
+                Some(_) | None => ctx.overlay.pod_deleted(&w.uid),
+            }
+            Ok(Outcome::Stale)
+        }
+        Err(e) if is_not_found(&e) => {
+            ctx.overlay.pod_deleted(&w.uid);
+            Ok(Outcome::Stale)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Keeps only what the election reads, so that the cache of every pod stays small.
+pub fn slim(mut pod: Pod) -> Pod {
+    slim_in_place(&mut pod);
+    pod
+}
+
+/// `slim`, for the watch stream's `modify`.
+pub fn slim_in_place(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.spec = None;
+    if let Some(status) = pod.status.as_mut() {
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+    }
+}
+
+/// Who holds the Lease named after the group.
+#[derive(Debug, Clone)]
+pub enum LeaseMirror {
+    /// No Lease of that name.
+    Absent,
+    /// A Lease this group controls (ownerReference with its UID).
+    Ours(Box<Lease>),
+    /// A Lease someone else made: never touched.
+    Foreign,
+}
+
+/// Reads the Lease a `publishLease` group mirrors into.
+pub async fn lease_mirror(group: &ElectionGroup, ctx: &Context) -> Result<LeaseMirror, Error> {
+    let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
+    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ns);
+    let lease = api.get_opt(&name).await.map_err(|source| Error::Lease {
+        namespace: ns,
+        group: name,
+        source,
+    })?;
+    let uid = group.uid();
+    Ok(match lease {
+        None => LeaseMirror::Absent,
+        Some(l)
+            if l.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref()) =>
+        {
+            LeaseMirror::Ours(Box::new(l))
+        }
+        Some(_) => LeaseMirror::Foreign,
+    })
+}
+
+/// Mirrors the leader into the group's own Lease, when it differs; a foreign Lease is left alone.
+pub async fn publish_lease(
+    group: &ElectionGroup,
+    mirror: LeaseMirror,
+    status: &crate::crd::ElectionGroupStatus,
+    ctx: &Context,
+) -> Result<Outcome, Error> {
+    let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
+    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ns);
+    let err = |source| Error::Lease {
+        namespace: ns.clone(),
+        group: name.clone(),
+        source,
+    };
+    let since = status.leader_since.as_ref().map(|t| MicroTime(t.0));
+    let want = k8s_openapi::api::coordination::v1::LeaseSpec {
+        holder_identity: status.leader.clone(),
+        lease_transitions: Some(i32::try_from(status.term).unwrap_or(i32::MAX)),
+        acquire_time: since.clone(),
+        renew_time: since,
+        ..Default::default()
+    };
+    let mut lease = match mirror {
+        LeaseMirror::Foreign => return Ok(Outcome::Done),
+        LeaseMirror::Ours(l) => *l,
+        LeaseMirror::Absent => Lease {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.clone()),
+                owner_references: group.controller_owner_ref(&()).map(|o| vec![o]),
+                ..Default::default()
+            },
+            spec: None,
+        },
+    };
+    let have = lease.spec.clone().unwrap_or_default();
+    let same = have.holder_identity == want.holder_identity
+        && have.lease_transitions == want.lease_transitions
+        && have.acquire_time == want.acquire_time
+        && have.renew_time == want.renew_time;
+    if same && lease.metadata.resource_version.is_some() {
+        return Ok(Outcome::Done);
+    }
+    fenced(ctx)?;
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    spec.holder_identity = want.holder_identity;
+    spec.lease_transitions = want.lease_transitions;
+    spec.acquire_time = want.acquire_time;
+    spec.renew_time = want.renew_time;
+    let result = if lease.metadata.resource_version.is_some() {
+        api.replace(&name, &PostParams::default(), &lease).await
+    } else {
+        api.create(&PostParams::default(), &lease).await
+    };
+    match result {
+        Ok(_) => Ok(Outcome::Done),
+        Err(e) if is_conflict(&e) => Ok(Outcome::Stale),
+        Err(source) => Err(err(source)),
+    }
+}
