@@ -236,8 +236,11 @@ async fn no_candidates_removes_the_leader_label_and_warns() {
         condition(&g, "Ready"),
         Some(("False".into(), "NoCandidates".into()))
     );
-    let p0 = s.ns.api::<Pod>().get("p0").await.unwrap();
-    assert_eq!(label(&p0, ROLE).as_deref(), Some("follower"));
+    // Status records the change first; the label follows.
+    wait_for_object(&s.ns.api::<Pod>(), "p0", Duration::from_secs(30), |p| {
+        label(p, ROLE).as_deref() == Some("follower")
+    })
+    .await;
     wait_event(&s.ns, "api", "NoCandidates").await;
 
     s.ns.set_ready("p0", true).await;

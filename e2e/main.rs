@@ -6,4 +6,5 @@ mod groups;
 mod handoff;
 mod invalid;
 mod operations;
+mod safety;
 mod support;
