@@ -166,21 +166,19 @@ async fn a_replica_paused_past_its_lease_never_makes_a_second_leader_or_reuses_a
         );
         // Let the resumed replica act on its stale state while handoffs go on.
         tokio::time::sleep(Duration::from_secs(4)).await;
-        let h = history.lock().unwrap();
+        let changes = history.lock().unwrap().changes;
         assert!(
-            h.changes > changes_before,
+            changes > changes_before,
             "round {round}: no handoff happened, so the pause tested nothing"
         );
     }
-    let h = history.lock().unwrap();
-    assert!(
-        h.ended.is_none(),
-        "{}",
-        h.ended.as_deref().unwrap_or_default()
-    );
-    assert!(h.violations.is_empty(), "violations: {:#?}", h.violations);
     task.abort();
-    drop(h);
+    let (ended, violations) = {
+        let h = history.lock().unwrap();
+        (h.ended.clone(), h.violations.clone())
+    };
+    assert!(ended.is_none(), "{}", ended.unwrap_or_default());
+    assert!(violations.is_empty(), "violations: {violations:#?}");
     for r in replicas {
         r.kill().await;
     }
