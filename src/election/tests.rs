@@ -1,7 +1,7 @@
 //! Table-driven tests of the decision rules, and a property test over random histories.
 
 use super::*;
-use crate::crd::{ElectionGroupSpec, Handoff};
+use crate::crd::{DEFAULT_ROLE_LABEL, ElectionGroupSpec, Handoff};
 use crate::validation::validate;
 use proptest::prelude::*;
 
@@ -790,4 +790,217 @@ proptest! {
         });
         check_history(s, ops)?;
     }
+}
+
+/// An observation of `w` with the given status, for testing one step alone.
+fn observe<'a>(w: &'a World) -> Observation<'a> {
+    Observation {
+        group: "g",
+        generation: Some(1),
+        settings: &w.settings,
+        status: &w.status,
+        members: &w.members,
+        departed: &w.departed,
+        conflicts: &w.conflicts,
+        handoff_request: w.request.as_deref(),
+        passed_over: &w.passed_over,
+        lease_foreign: w.lease_foreign,
+        now: w.now,
+    }
+}
+
+#[test]
+fn trusted_term_table() {
+    let cases: [(Option<i64>, Option<&str>, Option<i64>); 7] = [
+        (Some(4), Some("g"), Some(4)),
+        (Some(4), None, None),
+        (Some(4), Some("other"), None),
+        (Some(0), Some("g"), None),
+        (Some(-3), Some("g"), None),
+        (Some(i64::MAX), Some("g"), None),
+        (Some(MAX_TERM), Some("g"), Some(MAX_TERM)),
+    ];
+    for (term, group, want) in cases {
+        let mut m = pod("a", 1);
+        m.term = term;
+        m.group = group.map(String::from);
+        assert_eq!(trusted_term(&m, "g"), want, "{term:?} {group:?}");
+    }
+}
+
+#[test]
+fn foreign_members_table() {
+    let cases: [(Option<&str>, Option<&str>, bool); 6] = [
+        (None, None, false),
+        (Some(LEADER), Some("g"), false),
+        (Some(FOLLOWER), Some("other"), false),
+        (Some(FOLLOWER), None, true),
+        (Some("web"), Some("g"), true),
+        (Some(LEADER), None, true),
+    ];
+    for (role, group, foreign) in cases {
+        let mut w = World::new(settings(|_| {}), vec![pod("a", 1)]);
+        w.members[0].role = role.map(String::from);
+        w.members[0].group = group.map(String::from);
+        assert_eq!(
+            !foreign_members(&observe(&w)).is_empty(),
+            foreign,
+            "{role:?} {group:?}"
+        );
+    }
+}
+
+#[test]
+fn candidates_exclude_the_unready_the_foreign_and_the_passed_over() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.members.push(pod("d", 400));
+    w.members[3].role = Some("web".into());
+    w.members[1].ready = false;
+    w.passed_over = vec!["a".into()];
+    let obs = observe(&w);
+    let foreign = foreign_members(&obs);
+    let c = candidates(&obs, &foreign, &mut Requeue::default());
+    let names: Vec<&str> = c.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["c"]);
+}
+
+#[test]
+fn seat_finds_the_recorded_leader_and_a_pending_promotion() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    // Status records b (term 2) but only a carries the label: b's promotion is in flight.
+    w.status.leader = Some("b".into());
+    w.status.leader_uid = Some("uid-b".into());
+    w.status.term = 2;
+    let obs = observe(&w);
+    let s = seat(&obs, &[]);
+    assert_eq!(s.current.map(|m| m.name.as_str()), Some("a"));
+    assert_eq!(s.pending.map(|m| m.name.as_str()), Some("b"));
+}
+
+#[test]
+fn a_recorded_promotion_is_completed_with_its_term_and_announced_once() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    w.status.leader = Some("b".into());
+    w.status.leader_uid = Some("uid-b".into());
+    w.status.term = 2;
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["b"]);
+    assert_eq!(
+        w.member("b").term,
+        Some(2),
+        "the recorded term, not a new one"
+    );
+    assert_eq!(plan.status.term, 2);
+    assert_eq!(changes(&plan)[0].0, "a", "the old leader is demoted first");
+    assert!(
+        plan.notes.is_empty(),
+        "announced by the decision that recorded it"
+    );
+}
+
+#[test]
+fn a_recorded_promotion_of_a_pod_that_is_no_longer_a_candidate_is_abandoned_with_a_new_term() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    w.status.leader = Some("b".into());
+    w.status.leader_uid = Some("uid-b".into());
+    w.status.term = 2;
+    w.member("b").ready = false;
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["a"]);
+    assert_eq!(plan.status.term, 3, "term 2 belonged to b's leadership");
+    assert_eq!(w.member("a").term, Some(3));
+}
+
+#[test]
+fn next_term_table() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    let a = w.member("a").clone();
+    let b = w.members[1].clone();
+    let obs = observe(&w);
+    let keep = Choice {
+        next: Some(&a),
+        ..Choice::default()
+    };
+    assert_eq!(next_term(&obs, &keep), Term::Keep(1));
+    let other = Choice {
+        next: Some(&b),
+        ..Choice::default()
+    };
+    assert_eq!(next_term(&obs, &other), Term::Issue(2));
+    assert_eq!(next_term(&obs, &Choice::default()), Term::Keep(1));
+    // A status lost (group recreated): the labelled leader's own term is adopted.
+    w.status = ElectionGroupStatus::default();
+    let obs = observe(&w);
+    assert_eq!(next_term(&obs, &keep), Term::Adopt(1));
+    // At the cap the term stops rising instead of wrapping.
+    w.status.term = MAX_TERM;
+    let obs = observe(&w);
+    assert_eq!(next_term(&obs, &other), Term::Issue(MAX_TERM));
+}
+
+#[test]
+fn a_hostile_term_annotation_is_ignored() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.member("b").term = Some(i64::MAX);
+    let plan = w.step();
+    assert_eq!(plan.status.term, 1);
+    assert_eq!(w.member("a").term, Some(1));
+}
+
+#[test]
+fn foreign_role_values_are_left_alone_and_reported_once() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.member("a").role = Some("web".into());
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["b"]);
+    assert!(changes(&plan).iter().all(|(p, _)| *p != "a"));
+    assert_eq!(w.member("a").role.as_deref(), Some("web"));
+    let c = cond(&plan, CONFLICT);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "ForeignRoleLabel")
+    );
+    assert!(reasons(&plan).contains(&"ForeignRoleLabel"));
+    assert!(!reasons(&w.step()).contains(&"ForeignRoleLabel"));
+}
+
+#[test]
+fn a_foreign_lease_is_reported() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.lease_foreign = true;
+    let plan = w.step();
+    assert_eq!(cond(&plan, CONFLICT).reason, "LeaseNotOwned");
+    assert!(reasons(&plan).contains(&"LeaseNotOwned"));
+}
+
+#[test]
+fn a_role_label_change_keeps_the_leader_and_term_and_removes_the_old_key() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    assert_eq!(w.status.role_label.as_deref(), Some(DEFAULT_ROLE_LABEL));
+    w.settings = settings(|s| s.role_label = "example.com/role".into());
+    // What membership reports after the change: roles read from the old key, marked stale.
+    for m in &mut w.members {
+        m.stale_key = true;
+    }
+    let plan = w.step();
+    assert_eq!(plan.status.leader.as_deref(), Some("a"));
+    assert_eq!(plan.status.term, 1);
+    assert_eq!(plan.transition, None);
+    assert_eq!(plan.writes.len(), 3, "every member is rewritten once");
+    assert_eq!(
+        plan.status.role_label.as_deref(),
+        Some(DEFAULT_ROLE_LABEL),
+        "the old key stays recorded until no pod carries it"
+    );
+    for m in &mut w.members {
+        m.stale_key = false;
+    }
+    let plan = w.step();
+    assert!(plan.writes.is_empty());
+    assert_eq!(plan.status.role_label.as_deref(), Some("example.com/role"));
 }
