@@ -195,13 +195,20 @@ pub fn pod_patch(w: &PodWrite, keys: &PodKeys<'_>) -> Value {
             json!({ keys.role_label: role }),
             json!({TERM_ANNOTATION: term.map(|t| t.to_string()), GROUP_ANNOTATION: keys.group}),
         ),
-        PodChange::Release => (
+        PodChange::Release { role_label: true } => (
             json!({ keys.role_label: null }),
+            json!({TERM_ANNOTATION: null, GROUP_ANNOTATION: null}),
+        ),
+        PodChange::Release { role_label: false } => (
+            json!({}),
             json!({TERM_ANNOTATION: null, GROUP_ANNOTATION: null}),
         ),
     };
     let mut labels = labels;
-    if let Some(old) = keys.old_role_label.filter(|o| *o != keys.role_label) {
+    if let Some(old) = keys
+        .old_role_label
+        .filter(|o| w.drop_old_key && *o != keys.role_label)
+    {
         labels[old] = Value::Null;
     }
     json!({"metadata": {

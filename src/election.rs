@@ -9,8 +9,9 @@
 //! Safety rests on one rule the reconciler keeps: the status that records a new term is written
 //! (conditionally on the group's resourceVersion) before any pod write, and every pod write is
 //! conditional on the resourceVersion the decision saw. A promotion recorded in status but not yet
-//! on the pod (`pending`) is completed by whoever decides next, or abandoned only when the pod
-//! itself changed, so a stale writer's copy of that promotion can no longer land.
+//! on the pod (`pending`) is completed by whoever decides next; when it is abandoned instead, the
+//! first pod write changes that pod (so its resourceVersion moves) before anyone is promoted, and
+//! a stale writer's copy of the promotion can no longer land.
 
 use std::cmp::Ordering;
 
@@ -59,6 +60,8 @@ pub struct Member {
     pub stale_key: bool,
     /// Current `podium.dev/term` annotation, as parsed; trusted only through `trusted_term`.
     pub term: Option<i64>,
+    /// The pod carries a `podium.dev/term` annotation, whether or not it parses.
+    pub term_annotated: bool,
     /// Current `podium.dev/group` annotation.
     pub group: Option<String>,
 }
@@ -100,8 +103,12 @@ pub enum PodChange {
         /// Fencing term, only for the leader.
         term: Option<i64>,
     },
-    /// Remove everything podium wrote.
-    Release,
+    /// Remove everything podium wrote: the annotations, and the role label when its value is
+    /// one podium writes.
+    Release {
+        /// Also remove the role label.
+        role_label: bool,
+    },
 }
 
 /// One pod write, in the order the plan lists them.
@@ -113,6 +120,8 @@ pub struct PodWrite {
     pub uid: String,
     /// resourceVersion the decision was made on: the write's precondition.
     pub resource_version: Option<String>,
+    /// Also remove the role key podium wrote before `roleLabel` changed.
+    pub drop_old_key: bool,
     /// What to write.
     pub change: PodChange,
 }
@@ -170,7 +179,7 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
     let writes = if obs.settings.paused {
         Vec::new()
     } else {
-        plan_writes(obs, &foreign, &choice, term.value(), seat.current)
+        plan_writes(obs, &foreign, &choice, term.value(), &seat)
     };
     let moved = transition(obs, &seat, &choice, term, &mut notes);
     let next_handoff = next_handoff(obs, &choice, &moved, &mut requeue);
@@ -204,21 +213,38 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
     }
 }
 
-/// A term annotation podium may believe: on a pod this group manages, and within 1..=MAX_TERM.
-pub fn trusted_term(m: &Member, group: &str) -> Option<i64> {
+/// How far above the recorded term a pod's annotation may be and still be believed: podium
+/// records every term in status before writing it, so only a lost status (a recreated group)
+/// explains a higher one, and no group reaches 2^32 leaderships.
+const TERM_SLACK: i64 = 1 << 32;
+
+/// A term annotation podium may believe: on a pod this group manages, at least 1, and not absurdly
+/// far above the recorded term.
+pub fn trusted_term(m: &Member, group: &str, recorded: i64) -> Option<i64> {
+    let ceiling = recorded
+        .clamp(0, MAX_TERM)
+        .saturating_add(TERM_SLACK)
+        .min(MAX_TERM);
     m.term
-        .filter(|t| (1..=MAX_TERM).contains(t))
+        .filter(|t| (1..=ceiling).contains(t))
         .filter(|_| m.group.as_deref() == Some(group))
 }
 
-/// Members carrying the role key with a value podium did not write: left alone and reported.
+/// The role value is one podium writes.
+fn podium_value(role: &str) -> bool {
+    role == LEADER || role == FOLLOWER
+}
+
+/// Members carrying the role key or a term podium did not write: left alone and reported.
 pub fn foreign_members<'m>(obs: &Observation<'m>) -> Vec<&'m Member> {
     obs.members
         .iter()
         .filter(|m| {
+            let unmanaged = m.group.is_none();
             m.role
                 .as_deref()
-                .is_some_and(|r| (r != LEADER && r != FOLLOWER) || m.group.is_none())
+                .is_some_and(|r| !podium_value(r) || unmanaged)
+                || (m.term_annotated && unmanaged)
         })
         .collect()
 }
@@ -275,7 +301,13 @@ pub fn seat<'m>(obs: &Observation<'m>, foreign: &[&Member]) -> Seat<'m> {
         .max_by(|a, b| {
             recorded(obs, a)
                 .cmp(&recorded(obs, b))
-                .then(trusted_term(a, obs.group).cmp(&trusted_term(b, obs.group)))
+                .then(
+                    trusted_term(a, obs.group, obs.status.term).cmp(&trusted_term(
+                        b,
+                        obs.group,
+                        obs.status.term,
+                    )),
+                )
                 .then_with(|| order(b, a))
         });
     let pending = obs
@@ -334,6 +366,13 @@ pub fn choose<'m>(
     {
         choice.next = Some(p);
         choice.completing = true;
+        // A manual handoff is performed once: finishing it also consumes the request.
+        choice.clear_request = obs.handoff_request.is_some()
+            && obs
+                .status
+                .last_transition
+                .as_ref()
+                .is_some_and(|t| t.reason == TransitionReason::Manual);
         choice.since = obs
             .status
             .leader_since
@@ -474,7 +513,7 @@ pub fn term_seen(obs: &Observation<'_>) -> i64 {
     obs.members
         .iter()
         .chain(obs.departed)
-        .filter_map(|m| trusted_term(m, obs.group))
+        .filter_map(|m| trusted_term(m, obs.group, obs.status.term))
         .chain([obs.status.term.clamp(0, MAX_TERM)])
         .max()
         .unwrap_or(0)
@@ -493,7 +532,7 @@ pub fn next_term(obs: &Observation<'_>, choice: &Choice<'_>) -> Term {
     if obs.status.leader.is_none()
         && next.role.as_deref() == Some(LEADER)
         && seen >= 1
-        && trusted_term(next, obs.group) == Some(seen)
+        && trusted_term(next, obs.group, obs.status.term) == Some(seen)
     {
         return Term::Adopt(seen);
     }
@@ -517,25 +556,39 @@ pub fn plan_writes(
     foreign: &[&Member],
     choice: &Choice<'_>,
     term: i64,
-    current: Option<&Member>,
+    seat: &Seat<'_>,
 ) -> Vec<PodWrite> {
     let next = choice.next;
     let write = |m: &Member, change: PodChange| PodWrite {
         pod: m.name.clone(),
         uid: m.uid.clone(),
         resource_version: m.resource_version.clone(),
+        drop_old_key: m.stale_key,
         change,
     };
+    let release = |m: &Member| {
+        write(
+            m,
+            PodChange::Release {
+                role_label: m.role.as_deref().is_some_and(podium_value),
+            },
+        )
+    };
+    let abandoned = seat
+        .pending
+        .filter(|p| next.is_none_or(|n| n.name != p.name));
+    // First, writes that must land before anyone is promoted: a departed leader is released (a
+    // Service selecting on fewer labels than the group would otherwise see two leaders), and an
+    // abandoned promotion's pod is changed, so that a stale writer's copy of it fails.
+    let mut first = Vec::new();
     let mut demotions = Vec::new();
     let mut promotion = Vec::new();
     let mut others = Vec::new();
-    // A departed leader is released before anyone is promoted: a Service selecting on fewer
-    // labels than the group would otherwise see two leaders.
     for d in obs.departed {
-        if d.role.as_deref() == Some(LEADER) {
-            demotions.push(write(d, PodChange::Release));
+        if d.role.as_deref() == Some(LEADER) || abandoned.is_some_and(|p| p.uid == d.uid) {
+            first.push(release(d));
         } else {
-            others.push(write(d, PodChange::Release));
+            others.push(release(d));
         }
     }
     for m in obs.members {
@@ -547,6 +600,15 @@ pub fn plan_writes(
         } else {
             (FOLLOWER, None)
         };
+        if abandoned.is_some_and(|p| p.uid == m.uid) {
+            // Labelled follower already: take the labels off (the next pass puts them back).
+            first.push(if m.role.is_some() {
+                release(m)
+            } else {
+                write(m, PodChange::Label { role, term: None })
+            });
+            continue;
+        }
         let up_to_date = m.role.as_deref() == Some(role)
             && m.term == want_term
             && m.group.as_deref() == Some(obs.group)
@@ -569,11 +631,6 @@ pub fn plan_writes(
             others.push(w);
         }
     }
-    let departing_first = demotions
-        .iter()
-        .take_while(|w| w.change == PodChange::Release)
-        .count();
-    let released: Vec<PodWrite> = demotions.drain(..departing_first).collect();
     // Make-before-break only for a planned handoff away from a leader that is still alive.
     let planned = matches!(
         choice.reason,
@@ -584,11 +641,11 @@ pub fn plan_writes(
                 | TransitionReason::Preempted
         )
     );
-    let old_alive = current.is_some_and(|c| c.ready && !c.terminating);
+    let old_alive = seat.current.is_some_and(|c| c.ready && !c.terminating);
     if obs.settings.mode == HandoffMode::MakeBeforeBreak && planned && old_alive {
-        [released, promotion, demotions, others].concat()
+        [first, promotion, demotions, others].concat()
     } else {
-        [released, demotions, promotion, others].concat()
+        [first, demotions, promotion, others].concat()
     }
 }
 

@@ -8,8 +8,10 @@
 //!
 //! The fence closes a fixed margin before any standby could consider the Lease expired: the holder
 //! counts from the instant it *sent* its last successful renewal, and a standby counts from the
-//! instant it *saw* that renewal, which is later. A replica that is paused (a long GC pause, a
-//! frozen VM, SIGSTOP) therefore finds its fence closed when it wakes, before its first write.
+//! instant it *saw* that renewal, which is later. A process that is paused (a long GC pause, CPU
+//! starvation, SIGSTOP) therefore finds its fence closed when it wakes, before its first write.
+//! A whole VM frozen by its hypervisor is different: its guest clocks usually stop with it, so it
+//! may wake with the fence still open; there only the writes' preconditions protect the cluster.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -181,7 +183,8 @@ pub async fn run(
         tokio::select! {
             _ = &mut stop => break,
             _ = tokio::time::sleep(wait) => {}
-            Some(()) = released.next(), if !*active.borrow() => {}
+            // Always polled, so the watch never backs up; only a standby acts on a release.
+            Some(()) = released.next() => {}
         }
     }
 

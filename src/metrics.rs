@@ -79,7 +79,7 @@ impl Default for Metrics {
         let conflicts = Counter::default();
         registry.register(
             "write_conflicts",
-            "Writes refused by a resourceVersion or UID precondition, each followed by a fresh read and a new decision",
+            "Decisions made again because a write's resourceVersion or UID precondition failed or its object was gone",
             conflicts.clone(),
         );
         let groups = Family::<ConditionLabels, Gauge>::default();

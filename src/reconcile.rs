@@ -19,7 +19,9 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::apply::{self, LeaseMirror, Outcome, PodKeys};
-use crate::crd::{ElectionGroup, FINALIZER, GROUP_ANNOTATION, HANDOFF_ANNOTATION, LEADER};
+use crate::crd::{
+    ElectionGroup, FINALIZER, FOLLOWER, GROUP_ANNOTATION, HANDOFF_ANNOTATION, LEADER,
+};
 use crate::election::{self, Note, Observation, Plan, PodChange, Subject};
 use crate::leadership::Fence;
 use crate::membership::{Claim, RoleKeys, membership};
@@ -547,8 +549,10 @@ async fn apply_plan(
     {
         return Ok(Pass::Stale);
     }
-    // The decision that records a transition announces it, once, whatever happens to the pods.
+    // The decision that records a transition announces and counts it, once, whatever happens
+    // to the pods afterwards.
     publish(current, &plan.notes, ctx);
+    record_transition(current, ns, plan, ctx);
     if plan.clear_handoff_request
         && apply::clear_handoff_request(current, ctx).await? == Outcome::Stale
     {
@@ -573,7 +577,7 @@ async fn apply_plan(
             Err(source) => {
                 let role = match &w.change {
                     PodChange::Label { role, .. } => *role,
-                    PodChange::Release => "none",
+                    PodChange::Release { .. } => "none",
                 };
                 let e = Error::PodWrite {
                     namespace: ns.to_string(),
@@ -581,7 +585,7 @@ async fn apply_plan(
                     role,
                     source,
                 };
-                if promotion {
+                if promotion && refused_for_the_pod(&e) {
                     ctx.promotion_failed(current, &w.pod, &w.uid, &e);
                 }
                 report_write_failure(current, &e, ctx).await;
@@ -602,17 +606,27 @@ async fn apply_plan(
     ))
 }
 
-/// Metrics and the log line of an applied plan.
+/// A failed write that says something about the pod itself (an admission webhook, a missing
+/// permission, an invalid object), as opposed to a conflict, a timeout or an unavailable server.
+fn refused_for_the_pod(e: &Error) -> bool {
+    matches!(e, Error::PodWrite { source: kube::Error::Api(s), .. } if matches!(s.code, 400 | 403 | 422))
+}
+
+/// The metric and log line of a change of leader, once its term is recorded in status.
+fn record_transition(group: &ElectionGroup, ns: &str, plan: &Plan, ctx: &Context) {
+    if let Some(reason) = plan.transition {
+        ctx.metrics.leader_changed(reason);
+        info!(group = %group.name_any(), namespace = %ns, leader = ?plan.status.leader, term = plan.status.term,
+              reason = reason.as_str(), "leader changed");
+    }
+}
+
+/// Metrics of a plan applied in full.
 fn record(group: &ElectionGroup, ns: &str, plan: &Plan, ctx: &Context) {
     let name = group.name_any();
     if let Some(since) = plan.unfit_since {
         ctx.metrics
             .failover_took(Timestamp::now().duration_since(since).as_secs_f64());
-    }
-    if let Some(reason) = plan.transition {
-        ctx.metrics.leader_changed(reason);
-        info!(group = %name, namespace = %ns, leader = ?plan.status.leader, term = plan.status.term,
-              reason = reason.as_str(), "leader changed");
     }
     let ready = plan
         .status
@@ -684,11 +698,19 @@ async fn cleanup(group: &mut ElectionGroup, ns: &str, ctx: &Context) -> Result<P
         .collect();
     for pod in &released {
         apply::fenced(ctx)?;
+        let podium_value = |key: &str| {
+            pod.labels()
+                .get(key)
+                .is_some_and(|v| v == LEADER || v == FOLLOWER)
+        };
         let w = election::PodWrite {
             pod: pod.name_any(),
             uid: pod.uid().unwrap_or_default(),
             resource_version: pod.resource_version(),
-            change: PodChange::Release,
+            drop_old_key: keys.old_role_label.is_some_and(podium_value),
+            change: PodChange::Release {
+                role_label: podium_value(keys.role_label),
+            },
         };
         match apply::pod(ns, &w, &keys, Some(pod.clone()), ctx).await {
             Ok(Outcome::Done) => {}
@@ -724,8 +746,10 @@ async fn report_unreadable(obj: &Guarded, error: &str, ctx: &Context) -> Result<
         "type": election::SPEC_VALID, "status": "False", "reason": "InvalidSpec", "message": message,
         "observedGeneration": obj.meta().generation, "lastTransitionTime": Timestamp::now(),
     });
-    let patch =
-        json!({"status": {"conditions": [condition], "observedGeneration": obj.meta().generation}});
+    let patch = json!({
+        "metadata": {"resourceVersion": obj.meta().resource_version},
+        "status": {"conditions": [condition], "observedGeneration": obj.meta().generation},
+    });
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .map_err(|source| Error::Status {

@@ -95,8 +95,10 @@ impl Server {
                                 p.member.term = *term;
                                 p.member.group = Some(GROUP.into());
                             }
-                            PodChange::Release => {
-                                p.member.role = None;
+                            PodChange::Release { role_label } => {
+                                if *role_label {
+                                    p.member.role = None;
+                                }
                                 p.member.term = None;
                                 p.member.group = None;
                             }
@@ -117,7 +119,12 @@ impl Server {
 }
 
 /// What a controller does from a view of the cluster: the reconciler's order of writes.
-fn plan_from(view: &State, settings: &Settings, now: Timestamp) -> Vec<Step> {
+fn plan_from(
+    view: &State,
+    settings: &Settings,
+    now: Timestamp,
+    passed_over: &[String],
+) -> Vec<Step> {
     let members: Vec<Member> = view
         .pods
         .iter()
@@ -135,7 +142,7 @@ fn plan_from(view: &State, settings: &Settings, now: Timestamp) -> Vec<Step> {
         departed: &[],
         conflicts: &[],
         handoff_request: view.group.request.as_deref(),
-        passed_over: &[],
+        passed_over,
         lease_foreign: false,
         now,
     });
@@ -178,6 +185,8 @@ enum Op {
     Write(u8),
     /// A controller crashes or its write fails: the rest of its plan is dropped.
     Crash(u8),
+    /// A controller passes a pod over after failed promotions (its own memory, not the cluster's).
+    PassOver(u8, u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -191,6 +200,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u8..2, prop_oneof![3 => Just(0u8), 1 => 1u8..30]).prop_map(|(actor, lag)| Op::Decide { actor, lag }),
         8 => (0u8..2).prop_map(Op::Write),
         1 => (0u8..2).prop_map(Op::Crash),
+        1 => (0u8..2, 0u8..6).prop_map(|(a, i)| Op::PassOver(a, i)),
     ]
 }
 
@@ -260,15 +270,23 @@ fn run(settings: Settings, ops: Vec<Op>) -> Result<(), TestCaseError> {
         uids: 0,
     };
     let mut plans: [Vec<Step>; 2] = [vec![], vec![]];
+    let mut passed: [Vec<String>; 2] = [vec![], vec![]];
     let mut clock = 0i64;
     let mut checker = Checker::default();
     for op in ops {
-        world_op(&mut server, &mut plans, &settings, &mut clock, op);
+        world_op(
+            &mut server,
+            &mut plans,
+            &mut passed,
+            &settings,
+            &mut clock,
+            op,
+        );
         checker.check(&server.state, bbm)?;
     }
     // The faults stop: one controller with a current view settles the group.
     for _ in 0..12 {
-        let mut steps = plan_from(&server.state, &settings, at(clock));
+        let mut steps = plan_from(&server.state, &settings, at(clock), &[]);
         if steps.is_empty() {
             break;
         }
@@ -288,7 +306,10 @@ fn run(settings: Settings, ops: Vec<Op>) -> Result<(), TestCaseError> {
 
 /// After the faults: a leader exactly when a candidate exists, agreeing with status.
 fn settled(s: &State, settings: &Settings, now: Timestamp) -> Result<(), TestCaseError> {
-    prop_assert!(plan_from(s, settings, now).is_empty(), "did not settle");
+    prop_assert!(
+        plan_from(s, settings, now, &[]).is_empty(),
+        "did not settle"
+    );
     let leaders = leaders(s);
     let candidate = s
         .pods
@@ -308,6 +329,7 @@ fn settled(s: &State, settings: &Settings, now: Timestamp) -> Result<(), TestCas
 fn world_op(
     server: &mut Server,
     plans: &mut [Vec<Step>; 2],
+    passed: &mut [Vec<String>; 2],
     settings: &Settings,
     clock: &mut i64,
     op: Op,
@@ -334,6 +356,7 @@ fn world_op(
                     role: None,
                     stale_key: false,
                     term: None,
+                    term_annotated: false,
                     group: None,
                 },
                 rv,
@@ -375,7 +398,8 @@ fn world_op(
         Op::Decide { actor, lag } => {
             let h = &server.history;
             let view = h[h.len().saturating_sub(1 + usize::from(lag))].clone();
-            plans[usize::from(actor)] = plan_from(&view, settings, at(*clock));
+            plans[usize::from(actor)] =
+                plan_from(&view, settings, at(*clock), &passed[usize::from(actor)]);
         }
         Op::Write(actor) => {
             let plan = &mut plans[usize::from(actor)];
@@ -390,6 +414,12 @@ fn world_op(
             }
         }
         Op::Crash(actor) => plans[usize::from(actor)].clear(),
+        Op::PassOver(actor, i) => {
+            if let Some(k) = pod_mut(server, i) {
+                let name = server.state.pods[k].member.name.clone();
+                passed[usize::from(actor)].push(name);
+            }
+        }
     }
     if !matches!(
         op,
@@ -415,4 +445,23 @@ proptest! {
         });
         run(s, ops)?;
     }
+}
+
+/// The scenario that needs the abandoned promotion's pod to be changed first: one replica records
+/// a manual handoff to p2, demotes p1 and stalls before promoting p2; the other passes p2 over
+/// and promotes p1; then the stalled promotion of p2 is attempted.
+#[test]
+fn a_stale_promotion_of_a_pod_passed_over_elsewhere_cannot_land() {
+    let s = settings(|_| {});
+    let mut ops = vec![Op::Add, Op::Add, Op::Add, Op::Add];
+    ops.push(Op::Decide { actor: 0, lag: 0 });
+    ops.extend(std::iter::repeat_n(Op::Write(0), 5));
+    ops.push(Op::Handoff(Some(2)));
+    ops.push(Op::Decide { actor: 0, lag: 0 });
+    ops.extend(std::iter::repeat_n(Op::Write(0), 3)); // status, clear the request, demote p1
+    ops.push(Op::PassOver(1, 1)); // p2
+    ops.push(Op::Decide { actor: 1, lag: 0 });
+    ops.extend(std::iter::repeat_n(Op::Write(1), 6));
+    ops.push(Op::Write(0)); // the stalled promotion of p2
+    run(s, ops).unwrap();
 }

@@ -33,6 +33,7 @@ fn pod(name: &str, age: i64) -> Member {
         role: None,
         stale_key: false,
         term: None,
+        term_annotated: false,
         group: None,
     }
 }
@@ -122,8 +123,10 @@ fn apply_write(members: &mut [Member], w: &PodWrite) {
                 m.term = *term;
                 m.group = Some("g".into());
             }
-            PodChange::Release => {
-                m.role = None;
+            PodChange::Release { role_label } => {
+                if *role_label {
+                    m.role = None;
+                }
                 m.term = None;
                 m.group = None;
             }
@@ -470,7 +473,10 @@ fn departed_pods_are_released() {
     old.group = Some("g".into());
     w.departed = vec![old];
     let plan = w.step();
-    assert_eq!(changes(&plan), [("old", PodChange::Release)]);
+    assert_eq!(
+        changes(&plan),
+        [("old", PodChange::Release { role_label: true })]
+    );
 }
 
 #[test]
@@ -481,7 +487,11 @@ fn a_departed_leader_is_released_before_its_successor_is_promoted() {
         let a = w.members.remove(0);
         w.departed = vec![a];
         let plan = w.step();
-        assert_eq!(changes(&plan)[0], ("a", PodChange::Release), "{mode:?}");
+        assert_eq!(
+            changes(&plan)[0],
+            ("a", PodChange::Release { role_label: true }),
+            "{mode:?}"
+        );
         assert_eq!(changes(&plan)[1].0, "b");
         assert_eq!(plan.status.leader.as_deref(), Some("b"));
         assert_eq!(plan.status.term, 2);
@@ -811,20 +821,21 @@ fn observe<'a>(w: &'a World) -> Observation<'a> {
 
 #[test]
 fn trusted_term_table() {
-    let cases: [(Option<i64>, Option<&str>, Option<i64>); 7] = [
+    let cases: [(Option<i64>, Option<&str>, Option<i64>); 8] = [
         (Some(4), Some("g"), Some(4)),
         (Some(4), None, None),
         (Some(4), Some("other"), None),
         (Some(0), Some("g"), None),
         (Some(-3), Some("g"), None),
         (Some(i64::MAX), Some("g"), None),
-        (Some(MAX_TERM), Some("g"), Some(MAX_TERM)),
+        (Some(1 << 32), Some("g"), Some(1 << 32)),
+        (Some((1 << 32) + 1), Some("g"), None),
     ];
     for (term, group, want) in cases {
         let mut m = pod("a", 1);
         m.term = term;
         m.group = group.map(String::from);
-        assert_eq!(trusted_term(&m, "g"), want, "{term:?} {group:?}");
+        assert_eq!(trusted_term(&m, "g", 0), want, "{term:?} {group:?}");
     }
 }
 
@@ -1003,4 +1014,37 @@ fn a_role_label_change_keeps_the_leader_and_term_and_removes_the_old_key() {
     let plan = w.step();
     assert!(plan.writes.is_empty());
     assert_eq!(plan.status.role_label.as_deref(), Some("example.com/role"));
+}
+
+#[test]
+fn an_abandoned_promotion_changes_its_pod_before_anyone_is_promoted() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    // Status records b (term 2); a was demoted; then b is passed over by this replica.
+    w.status.leader = Some("b".into());
+    w.status.leader_uid = Some("uid-b".into());
+    w.status.term = 2;
+    w.member("a").role = Some(FOLLOWER.into());
+    w.member("a").term = None;
+    w.passed_over = vec!["b".into()];
+    let plan = w.step();
+    assert_eq!(
+        changes(&plan)[0],
+        ("b", PodChange::Release { role_label: true }),
+        "b's resourceVersion must move before a is promoted"
+    );
+    assert_eq!(changes(&plan)[1].0, "a");
+    assert_eq!(plan.status.term, 3);
+}
+
+#[test]
+fn an_unmanaged_pod_with_a_term_annotation_is_foreign() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.member("a").term_annotated = true;
+    w.member("a").term = Some(i64::MAX);
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["b"]);
+    assert_eq!(plan.status.term, 1);
+    assert!(changes(&plan).iter().all(|(p, _)| *p != "a"));
+    assert_eq!(cond(&plan, CONFLICT).reason, "ForeignRoleLabel");
 }
