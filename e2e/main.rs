@@ -4,6 +4,7 @@ mod cluster;
 mod election;
 mod groups;
 mod handoff;
+mod hostile;
 mod invalid;
 mod operations;
 mod support;
