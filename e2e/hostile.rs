@@ -17,8 +17,9 @@ use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use podium::crd::{
     ElectionGroup, FINALIZER, GROUP_ANNOTATION, HANDOFF_ANNOTATION, TERM_ANNOTATION,
@@ -26,7 +27,6 @@ use podium::crd::{
 use serde_json::{Value, json};
 
 use crate::cluster::create_service;
-use crate::election::wait_event;
 use crate::groups::*;
 use crate::support::*;
 
@@ -256,6 +256,53 @@ fn cond(
     status(g).conditions.into_iter().find(|c| c.type_ == type_)
 }
 
+/// How long a case waits for something the operator should do.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The group's status in one line: leader, term, observedGeneration, conditions.
+fn summary(g: Option<&ElectionGroup>) -> String {
+    let Some(g) = g else {
+        return "no such group".into();
+    };
+    let st = status(g);
+    let conds: Vec<String> = st
+        .conditions
+        .iter()
+        .map(|c| format!("{}={}/{} ({})", c.type_, c.status, c.reason, c.message))
+        .collect();
+    format!(
+        "leader {:?}, term {}, generation {:?} observed {:?}, conditions [{}]",
+        st.leader,
+        st.term,
+        g.metadata.generation,
+        st.observed_generation,
+        conds.join("; ")
+    )
+}
+
+/// Polls until `ok` holds for the group, or panics after `PATIENCE` saying what it waited for
+/// and what the group's status was.
+async fn wait_until(
+    s: &Setup,
+    group: &str,
+    what: &str,
+    ok: impl Fn(&ElectionGroup) -> bool,
+) -> ElectionGroup {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let g = s.groups().get_opt(group).await.expect("get group");
+        if let Some(g) = g.as_ref().filter(|g| ok(g)) {
+            return g.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{group}: no {what} within {PATIENCE:?}; {}",
+            summary(g.as_ref())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits until the group has handled its current generation and `ok` holds.
 async fn wait_observed(
     s: &Setup,
@@ -263,7 +310,7 @@ async fn wait_observed(
     what: &str,
     ok: impl Fn(&ElectionGroup) -> bool,
 ) -> ElectionGroup {
-    s.wait_group(group, what, |g| {
+    wait_until(s, group, what, |g| {
         status(g).observed_generation == g.metadata.generation && ok(g)
     })
     .await
@@ -278,32 +325,86 @@ async fn wait_roles(
     leader: &str,
     followers: &[&str],
 ) -> ElectionGroup {
-    let want: BTreeMap<String, &str> = std::iter::once((leader.to_string(), "leader"))
-        .chain(followers.iter().map(|f| (f.to_string(), "follower")))
+    let want: BTreeMap<String, Option<String>> = std::iter::once((leader, "leader"))
+        .chain(followers.iter().map(|f| (*f, "follower")))
+        .map(|(p, r)| (p.to_string(), Some(r.to_string())))
         .collect();
-    wait_for_list(
-        &s.ns.api::<Pod>(),
-        watcher::Config::default(),
-        Duration::from_secs(30),
-        &format!("{leader} to lead {group} under {role_label}"),
-        |pods| {
-            want.iter().all(|(name, role)| {
-                pods.iter().any(|p| {
-                    p.name_any() == *name && label(p.as_ref(), role_label).as_deref() == Some(*role)
-                })
-            })
-        },
-    )
-    .await;
-    s.wait_group(group, "status names the leader", |g| {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let mut seen = BTreeMap::new();
+        for name in want.keys() {
+            let p = s.ns.api::<Pod>().get_opt(name).await.expect("get pod");
+            seen.insert(name.clone(), p.and_then(|p| label(&p, role_label)));
+        }
+        if seen == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{group}: {leader} did not lead under {role_label} within {PATIENCE:?}; roles {seen:?}; {}",
+            summary(s.groups().get_opt(group).await.unwrap().as_ref())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_until(s, group, &format!("status naming {leader}"), |g| {
         status(g).leader.as_deref() == Some(leader)
     })
     .await
 }
 
+/// Polls until `ok` holds for each named pod; on timeout shows their labels and annotations.
+async fn wait_pods(s: &Setup, names: &[&str], what: &str, ok: impl Fn(&Pod) -> bool) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let mut pods = Vec::new();
+        for name in names {
+            pods.push(s.ns.api::<Pod>().get(name).await.expect("get pod"));
+        }
+        if pods.iter().all(&ok) {
+            return;
+        }
+        let seen: Vec<String> = pods
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: labels {:?} annotations {:?}",
+                    p.name_any(),
+                    p.labels(),
+                    p.annotations()
+                )
+            })
+            .collect();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what} within {PATIENCE:?}:\n{}",
+            seen.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits for an Event with `reason` about the group; on timeout lists the reasons seen.
+async fn wait_event(s: &Setup, group: &str, reason: &str) -> Event {
+    let api = s.ns.api::<Event>();
+    let lp = ListParams::default().fields(&format!("regarding.name={group}"));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let evs = api.list(&lp).await.expect("list events").items;
+        if let Some(e) = evs.iter().find(|e| e.reason.as_deref() == Some(reason)) {
+            return e.clone();
+        }
+        let reasons: Vec<_> = evs.iter().filter_map(|e| e.reason.clone()).collect();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{group}: no {reason} Event within {PATIENCE:?}; events seen: {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Asserts a Warning Event with `reason` on the group, whose note mentions `mentions`.
 async fn assert_warning(s: &Setup, group: &str, reason: &str, mentions: &str) {
-    let ev = wait_event(&s.ns, group, reason).await;
+    let ev = wait_event(s, group, reason).await;
     assert_eq!(
         ev.type_.as_deref(),
         Some("Warning"),
@@ -491,7 +592,7 @@ async fn run_admission(s: &Setup, i: usize, c: &AdmissionCase) {
             })
             .await;
             println!("reported: {:?}", cond(&g, "SpecValid").map(|c| c.message));
-            wait_event(&s.ns, &name, "InvalidSpec").await;
+            wait_event(s, &name, "InvalidSpec").await;
         }
     }
     before.assert_unchanged(&s.ns, &allowed).await;
@@ -930,25 +1031,18 @@ async fn run_term(s: &Setup, i: usize, c: &TermCase) {
         .unwrap();
     let g = wait_roles(s, &group, ROLE, &a, &[&b, &c2]).await;
     assert_eq!(status(&g).term, 1, "the first leadership has term 1");
-    let on_a = wait_for_object(
-        &s.ns.api::<Pod>(),
-        &a,
-        Duration::from_secs(10),
-        |p: &Pod| annotation(p, TERM_ANNOTATION).as_deref() == Some("1"),
-    )
+    wait_pods(s, &[&a], "term 1 on the leader", |p| {
+        annotation(p, TERM_ANNOTATION).as_deref() == Some("1")
+    })
     .await;
-    assert_eq!(annotation(&on_a, TERM_ANNOTATION).as_deref(), Some("1"));
     before.assert_unchanged(&s.ns, &allowed).await;
 
     s.ns.delete_pod_now(&a).await;
     let g = wait_roles(s, &group, ROLE, &b, &[&c2]).await;
     assert_eq!(status(&g).term, 2, "terms rise by one");
-    wait_for_object(
-        &s.ns.api::<Pod>(),
-        &b,
-        Duration::from_secs(10),
-        |p: &Pod| annotation(p, TERM_ANNOTATION).as_deref() == Some("2"),
-    )
+    wait_pods(s, &[&b], "term 2 on the new leader", |p| {
+        annotation(p, TERM_ANNOTATION).as_deref() == Some("2")
+    })
     .await;
 }
 
@@ -1005,11 +1099,11 @@ async fn run_handoff(s: &Setup, i: usize, target: &str) {
         role_labels: &[ROLE],
     };
     annotate_group(s, &group, HANDOFF_ANNOTATION, &target).await;
-    s.wait_group(&group, "request removed", |g| {
+    wait_until(s, &group, "request removed", |g| {
         !g.annotations().contains_key(HANDOFF_ANNOTATION)
     })
     .await;
-    let ev = wait_event(&s.ns, &group, "HandoffRejected").await;
+    let ev = wait_event(s, &group, "HandoffRejected").await;
     assert_eq!(ev.type_.as_deref(), Some("Warning"));
     let g = s.groups().get(&group).await.unwrap();
     assert_eq!(
@@ -1127,11 +1221,10 @@ async fn run_foreign_finalizer(s: &Setup) {
         .await
         .unwrap();
     wait_roles(s, "fin", ROLE, "fin-0", &["fin-1"]).await;
-    let g = s
-        .wait_group("fin", "both finalizers", |g| {
-            g.finalizers().iter().any(|f| f == FINALIZER)
-        })
-        .await;
+    let g = wait_until(s, "fin", "both finalizers", |g| {
+        g.finalizers().iter().any(|f| f == FINALIZER)
+    })
+    .await;
     assert!(
         g.finalizers().iter().any(|f| f == "example.com/keep"),
         "the foreign finalizer was dropped: {:?}",
@@ -1142,19 +1235,14 @@ async fn run_foreign_finalizer(s: &Setup) {
         .delete("fin", &DeleteParams::default())
         .await
         .unwrap();
-    wait_for_list(
-        &s.ns.api::<Pod>(),
-        watcher::Config::default().labels("app=fin"),
-        Duration::from_secs(20),
-        "fin pods cleaned",
-        |pods| pods.iter().all(|p| label(p.as_ref(), ROLE).is_none()),
-    )
+    wait_pods(s, &["fin-0", "fin-1"], "cleanup of the role label", |p| {
+        label(p, ROLE).is_none()
+    })
     .await;
-    let g = s
-        .wait_group("fin", "podium's finalizer gone", |g| {
-            !g.finalizers().iter().any(|f| f == FINALIZER)
-        })
-        .await;
+    let g = wait_until(s, "fin", "podium's finalizer gone", |g| {
+        !g.finalizers().iter().any(|f| f == FINALIZER)
+    })
+    .await;
     assert_eq!(
         g.finalizers().to_vec(),
         vec!["example.com/keep".to_string()]
@@ -1296,13 +1384,9 @@ async fn run_role_label_change(s: &Setup) {
     .await
     .unwrap();
     wait_roles(s, "rl", "example.com/role", "rl-0", &["rl-1", "rl-2"]).await;
-    wait_for_list(
-        &s.ns.api::<Pod>(),
-        watcher::Config::default().labels("app=rl"),
-        Duration::from_secs(30),
-        "old role key removed",
-        |pods| pods.iter().all(|p| label(p.as_ref(), ROLE).is_none()),
-    )
+    wait_pods(s, &members, "removal of the old role key", |p| {
+        label(p, ROLE).is_none()
+    })
     .await;
     let g = wait_observed(s, "rl", "new generation observed", |_| true).await;
     assert_eq!(status(&g).leader.as_deref(), Some("rl-0"));
@@ -1438,7 +1522,7 @@ async fn run_select_everything(s: &Setup) {
         message.contains("web"),
         "the Conflict does not name the older group: {message}"
     );
-    wait_event(&s.ns, "all", "Conflict").await;
+    wait_event(s, "all", "Conflict").await;
     wait_roles(s, "all", ROLE, "by-0", &["by-1"]).await;
     let web = s.groups().get("web").await.unwrap();
     assert_eq!(status(&web).leader.as_deref(), Some("web-0"));
@@ -1535,12 +1619,6 @@ async fn selectors_reaching_into_other_groups_take_nothing() {
     let mut report = Report::new(&mut s);
     report
         .run(
-            "selector matching everything (DoesNotExist)",
-            run_select_everything(&s),
-        )
-        .await;
-    report
-        .run(
             "partial overlap with the same roleLabel",
             run_partial_overlap_same_role_label(&s),
         )
@@ -1549,6 +1627,20 @@ async fn selectors_reaching_into_other_groups_take_nothing() {
         .run(
             "forged group annotation on a pod nobody selects",
             run_forged_group_annotation(&s),
+        )
+        .await;
+    report.finish(&mut s);
+}
+
+/// In a namespace of its own: the group selects every pod created after it, too.
+#[tokio::test]
+async fn a_selector_matching_everything_takes_only_free_pods() {
+    let mut s = Setup::new("hostile-all").await;
+    let mut report = Report::new(&mut s);
+    report
+        .run(
+            "selector matching everything (DoesNotExist)",
+            run_select_everything(&s),
         )
         .await;
     report.finish(&mut s);
