@@ -549,8 +549,61 @@ fn admission_cases() -> Vec<AdmissionCase> {
     ]
 }
 
+/// Labels of the bystander pods every admission case's selector would pick.
+fn bystanders() -> Vec<(&'static str, Pairs<'static>)> {
+    let mut labels = vec![
+        ("app", "bad"),
+        ("example.com/tier", "db"),
+        ("track", "stable"),
+    ];
+    let first = [labels.clone(), vec![("role", "x")]].concat();
+    labels.truncate(3);
+    vec![("bad-0", first), ("bad-1", labels)]
+}
+
+/// Puts the bystanders back as they were created, should a wrongly admitted group of an
+/// earlier case have changed them, so that each case starts from the same state.
+async fn restore_bystanders(s: &Setup) {
+    for (name, labels) in bystanders() {
+        let pod = s.ns.api::<Pod>().get(name).await.expect("bystander");
+        let mut want: serde_json::Map<String, Value> = pod
+            .labels()
+            .keys()
+            .map(|k| (k.clone(), Value::Null))
+            .collect();
+        for (k, v) in labels {
+            want.insert(k.into(), v.into());
+        }
+        let annotations: serde_json::Map<String, Value> = pod
+            .annotations()
+            .keys()
+            .map(|k| (k.clone(), Value::Null))
+            .collect();
+        let patch = json!({"metadata": {"labels": want, "annotations": annotations}});
+        s.ns.api::<Pod>()
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("restore bystander");
+    }
+}
+
+/// Runs one admission case, then deletes its group if it was admitted.
 async fn run_admission(s: &Setup, i: usize, c: &AdmissionCase) {
     let name = format!("adm-{i}");
+    restore_bystanders(s).await;
+    let outcome = AssertUnwindSafe(admission_case(s, &name, c))
+        .catch_unwind()
+        .await;
+    if s.groups().get_opt(&name).await.unwrap().is_some() {
+        delete_group_and_wait(s, &name).await;
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn admission_case(s: &Setup, name: &str, c: &AdmissionCase) {
+    let name = name.to_string();
     let before = Snapshot::take(&s.ns).await;
     let allowed = Allowed {
         group: &name,
@@ -576,11 +629,9 @@ async fn run_admission(s: &Setup, i: usize, c: &AdmissionCase) {
         }
         (Err(e), _) => panic!("create failed oddly: {e}"),
         (Ok(_), Admission::Rejected(_)) => {
-            // Give an admitted group time to do its damage, so the report shows it; then
-            // remove it so that it does not disturb later cases.
+            // Give an admitted group time to do its damage, so that the report shows it.
             tokio::time::sleep(Duration::from_secs(3)).await;
             let diff = before.diff(&Snapshot::take(&s.ns).await, &allowed);
-            delete_group_and_wait(s, &name).await;
             panic!(
                 "admitted; expected a rejection containing {COLLISION:?}; changes meanwhile:\n{}",
                 diff.join("\n")
@@ -727,33 +778,13 @@ async fn run_admission_deployment(s: &Setup) {
 async fn hostile_specs_are_rejected_at_admission_or_reported() {
     let mut s = Setup::new("hostile-adm").await;
     // Bystanders every malformed selector would pick, and a working group beside them.
-    pods(
-        &s,
-        &[
-            (
-                "bad-0",
-                vec![
-                    ("app", "bad"),
-                    ("example.com/tier", "db"),
-                    ("track", "stable"),
-                    ("role", "x"),
-                ],
-                vec![],
-            ),
-            (
-                "bad-1",
-                vec![
-                    ("app", "bad"),
-                    ("example.com/tier", "db"),
-                    ("track", "stable"),
-                ],
-                vec![],
-            ),
-            ("can-0", vec![("app", "canary")], vec![]),
-            ("can-1", vec![("app", "canary")], vec![]),
-        ],
-    )
-    .await;
+    let mut specs: Vec<(&str, Pairs<'_>, Pairs<'_>)> = bystanders()
+        .into_iter()
+        .map(|(name, labels)| (name, labels, vec![]))
+        .collect();
+    specs.push(("can-0", vec![("app", "canary")], vec![]));
+    specs.push(("can-1", vec![("app", "canary")], vec![]));
+    pods(&s, &specs).await;
     let cm: ConfigMap = serde_json::from_value(
         json!({"metadata": {"name": "bystander", "labels": {"app": "bad"}}, "data": {"k": "v"}}),
     )
