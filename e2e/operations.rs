@@ -120,8 +120,24 @@ async fn lease_holder(ns: &TestNs, lease: &str, not: Option<&str>) -> (String, I
     (l.spec.unwrap().holder_identity.unwrap(), Instant::now())
 }
 
-/// Reconciles counted by an operator's metrics, whatever their outcome.
-pub fn reconciles(metrics: &str) -> u64 {
+/// Waits until the operator serving metrics on `port` has counted a reconcile, so that a
+/// check that "nothing moved" afterwards means something; panics after 30 s.
+pub async fn wait_reconciled(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = wait_http(port, "/metrics", 200, Duration::from_secs(30)).await;
+        if reconciles(&metrics) > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the operator on :{port} reconciled nothing within 30 s:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn reconciles(metrics: &str) -> u64 {
     metrics
         .lines()
         .filter(|l| l.starts_with("podium_reconciles_total{"))
@@ -200,6 +216,7 @@ async fn replicas_elect_one_active_controller_and_hand_over_on_kill_and_sigterm(
         kill_takeover <= Duration::from_secs(30),
         "took {kill_takeover:?}"
     );
+    wait_reconciled(standby_port).await;
     let g = s.groups().get("api").await.unwrap();
     assert_eq!(
         status(&g).leader.as_deref(),
