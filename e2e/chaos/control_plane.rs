@@ -57,10 +57,20 @@ impl ControlPlane {
         let process = Process::read(pid)?;
         signal(pid, "-KILL");
         wait_gone(pid, Duration::from_secs(10)).await?;
-        let new_pid = process.spawn_detached()?;
-        std::fs::write(&pid_file, format!("{new_pid}\n"))
-            .map_err(|e| format!("{}: {e}", pid_file.display()))?;
-        Ok(())
+        // The dying process may hold its listening ports for a moment after it is gone
+        // from the process table's point of view; a start that fails to bind is retried.
+        for _ in 0..10 {
+            let new_pid = process.spawn_detached()?;
+            std::fs::write(&pid_file, format!("{new_pid}\n"))
+                .map_err(|e| format!("{}: {e}", pid_file.display()))?;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            if alive(new_pid) {
+                return Ok(());
+            }
+        }
+        Err(format!(
+            "{component} exits at once after its restart; see its log"
+        ))
     }
 }
 
@@ -118,17 +128,24 @@ fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
 }
 
-/// Waits until the process is gone (or a zombie nobody reaps yet).
+/// The process exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state field follows the parenthesised command name.
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next());
+    !matches!(state, None | Some("Z") | Some("X"))
+}
+
+/// Waits until the process is gone (or a zombie nobody reaps yet) and none of its threads
+/// is still exiting.
 async fn wait_gone(pid: u32, timeout: Duration) -> Result<(), String> {
     let start = Instant::now();
     loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // The state field follows the parenthesised command name.
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next());
-        if matches!(state, None | Some("Z") | Some("X")) {
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+        if !alive(pid) && threads <= 1 {
             return Ok(());
         }
         if start.elapsed() > timeout {

@@ -49,11 +49,19 @@ const WEIGHTS: [(Fault, u32); 10] = [
 ];
 
 impl Fault {
-    /// Draws a fault.
-    pub fn choose(rng: &mut super::rng::Rng) -> Self {
-        let total: u32 = WEIGHTS.iter().map(|(_, w)| w).sum();
+    /// Draws a fault among those `allowed` (every kind when empty).
+    pub fn choose(rng: &mut super::rng::Rng, allowed: &[String]) -> Self {
+        let weights: Vec<(Fault, u32)> = WEIGHTS
+            .into_iter()
+            .filter(|(f, _)| allowed.is_empty() || allowed.iter().any(|a| a == f.name()))
+            .collect();
+        assert!(
+            !weights.is_empty(),
+            "CHAOS_KINDS {allowed:?} names no fault"
+        );
+        let total: u32 = weights.iter().map(|(_, w)| w).sum();
         let mut x = rng.below(total as usize) as u32;
-        for (f, w) in WEIGHTS {
+        for (f, w) in weights {
             if x < w {
                 return f;
             }

@@ -18,7 +18,8 @@
 //! 7. No replica panics.
 //!
 //! Environment: `CHAOS_SEED` (replay), `CHAOS_FAULTS` (default 200), `CHAOS_MINUTES`
-//! (time limit of the whole run, default 20).
+//! (time limit of the whole run, default 20), `CHAOS_KINDS` (comma-separated fault names
+//! to draw from, default all).
 
 mod control_plane;
 mod faults;
@@ -59,6 +60,7 @@ struct Settings {
     seed: u64,
     faults: usize,
     limit: Duration,
+    kinds: Vec<String>,
 }
 
 impl Settings {
@@ -71,6 +73,9 @@ impl Settings {
         Self {
             seed: var("CHAOS_SEED").map_or_else(rng::fresh_seed, |v| parse("CHAOS_SEED", v)),
             faults: var("CHAOS_FAULTS").map_or(200, |v| parse("CHAOS_FAULTS", v) as usize),
+            kinds: var("CHAOS_KINDS")
+                .map(|v| v.split(',').map(|k| k.trim().to_string()).collect())
+                .unwrap_or_default(),
             limit: Duration::from_secs(
                 60 * var("CHAOS_MINUTES").map_or(20, |v| parse("CHAOS_MINUTES", v)),
             ),
@@ -181,7 +186,7 @@ impl Run {
         let mut n = 0;
         while self.injected.values().sum::<usize>() < settings.faults && Instant::now() < deadline {
             n += 1;
-            let fault = Fault::choose(&mut self.rng);
+            let fault = Fault::choose(&mut self.rng, &settings.kinds);
             self.one_fault(n, fault).await;
             if let Some(fatal) = self.shared.lock().fatal.clone() {
                 panic!("the checker lost its watches: {fatal}");
