@@ -70,6 +70,8 @@ pub struct Results {
     pub events: u64,
     /// Replicas that exited without being killed by the harness.
     pub replica_crashes: usize,
+    /// Why the checker stopped seeing the cluster, if it did (the run then fails).
+    pub checker_failure: Option<String>,
 }
 
 /// Where results go.
@@ -143,7 +145,10 @@ fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(
         md,
-        "\n## Watch continuity\n\n{} resumes from the last resourceVersion (no event lost); {} gaps (relists after 410 Gone, where intermediate states may be unseen):\n",
+        "\n## Watch continuity\n\n{} resumes from the last resourceVersion (no event lost); {} gaps (relists after 410 Gone). \
+         The relisted state is checked like any other and the per-group records survive a gap, so lasting evidence \
+         (a reused or lower term, two leaders, changed foreign metadata) is still caught; only states that came and \
+         went inside a gap are unseen.\n",
         r.watch_resumes,
         r.gaps.len()
     );
@@ -152,6 +157,12 @@ fn markdown(r: &Results) -> String {
             md,
             "- {} {}–{} ms during {}: {}",
             g.stream, g.from, g.to, g.fault, g.reason
+        );
+    }
+    if let Some(e) = &r.checker_failure {
+        let _ = writeln!(
+            md,
+            "\n**The checker lost its watches: {e}.** The run is void."
         );
     }
     let _ = writeln!(
