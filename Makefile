@@ -5,7 +5,7 @@ KUBECONFIG   := $(CURDIR)/$(CLUSTER_DIR)/kubeconfig
 KUBECTL      := $(CLUSTER_DIR)/kubectl --kubeconfig $(KUBECONFIG)
 export KUBECONFIG
 
-.PHONY: help test unit e2e lint fmt crds cluster-up cluster-down run demo demo-down bench build
+.PHONY: help test unit e2e chaos chaos-short lint fmt crds cluster-up cluster-down run demo demo-down bench build
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -13,13 +13,23 @@ help: ## List the targets
 build: ## Build the podium binary
 	cargo build --bins
 
-test: unit e2e ## Unit tests, then end-to-end tests against the local control plane
+test: unit e2e chaos-short ## Unit tests, end-to-end tests, then a short chaos run
 
 unit: ## Unit tests (pure logic, no cluster)
 	cargo test --lib --bins
 
 e2e: cluster-up ## End-to-end tests (brings the local cluster up first)
 	cargo test --test e2e -- --test-threads=$${E2E_THREADS:-4}
+
+# Chaos restarts the API server and etcd, so it runs on a cluster of its own (podium-chaos,
+# state in target/cluster-chaos), brought up before and down after, pass or fail.
+chaos: ## Faults vs. invariants on a cluster of its own (CHAOS_SEED, CHAOS_FAULTS=200): target/chaos/
+	PODIUM_CLUSTER=chaos e2e/cluster/up.sh
+	status=0; PODIUM_CLUSTER=chaos cargo test --test e2e -- --ignored --exact chaos::chaos --nocapture || status=$$?; \
+	PODIUM_CLUSTER=chaos e2e/cluster/down.sh; exit $$status
+
+chaos-short: ## A short chaos run (30 faults, a few minutes), part of make test
+	CHAOS_FAULTS=$${CHAOS_FAULTS:-30} $(MAKE) chaos
 
 lint: ## rustfmt and clippy, as CI would
 	cargo fmt --all -- --check

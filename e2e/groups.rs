@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{CustomResourceExt, ResourceExt};
 use podium::crd::{ElectionGroup, TERM_ANNOTATION};
 use serde_json::json;
@@ -229,6 +229,9 @@ pub async fn term_on(ns: &TestNs, pod: &str) -> Option<i64> {
 
 /// Watches pods in a namespace and records every state a watch sees: the number of pods
 /// labelled leader after each event, and when each pod became leader.
+///
+/// A watch that errors or ends has missed states, so it cannot vouch for "never two leaders":
+/// once it stops, every query panics and says why.
 pub struct LeaderWatch {
     inner: Arc<Mutex<WatchState>>,
     changed: Arc<tokio::sync::Notify>,
@@ -241,10 +244,13 @@ struct WatchState {
     max_leaders: usize,
     min_leaders_after_first: Option<usize>,
     became_leader: Vec<(String, Instant)>,
+    /// Why the watch stopped, if it did.
+    stopped: Option<String>,
 }
 
 impl LeaderWatch {
-    /// Starts watching pods matching `selector`.
+    /// Starts watching pods matching `selector`; panics unless the initial list completes
+    /// within 10 s.
     pub async fn start(ns: &TestNs, selector: &str) -> Self {
         let inner = Arc::new(Mutex::new(WatchState::default()));
         let state = inner.clone();
@@ -255,9 +261,21 @@ impl LeaderWatch {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
-            let stream = watcher(api, cfg).default_backoff();
+            let stream = watcher(api, cfg);
             let mut stream = std::pin::pin!(stream);
-            while let Ok(Some(ev)) = stream.try_next().await {
+            loop {
+                let ev = match stream.try_next().await {
+                    Ok(Some(ev)) => ev,
+                    stop => {
+                        let why = match stop {
+                            Err(e) => format!("the pod watch failed: {e}"),
+                            _ => "the pod watch ended".to_string(),
+                        };
+                        state.lock().unwrap().stopped = Some(why);
+                        notify.notify_waiters();
+                        return;
+                    }
+                };
                 let mut s = state.lock().unwrap();
                 match ev {
                     watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
@@ -289,7 +307,16 @@ impl LeaderWatch {
                 notify.notify_waiters();
             }
         });
-        let _ = tokio::time::timeout(Duration::from_secs(10), ready_rx).await;
+        match tokio::time::timeout(Duration::from_secs(10), ready_rx).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => panic!(
+                "the leader watch on {selector} stopped before its initial list completed: {}",
+                inner.lock().unwrap().stopped.clone().unwrap_or_default()
+            ),
+            Err(_) => panic!(
+                "the leader watch on {selector} did not complete its initial list within 10 s"
+            ),
+        }
         Self {
             inner,
             changed,
@@ -297,21 +324,28 @@ impl LeaderWatch {
         }
     }
 
+    /// The recorded state; panics if the watch has stopped, since it may have missed states.
+    fn state(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        let s = self.inner.lock().unwrap();
+        if let Some(why) = &s.stopped {
+            panic!("the leader watch stopped, so it may have missed states: {why}");
+        }
+        s
+    }
+
     /// The most pods labelled leader at once, as seen by the watch.
     pub fn max_leaders(&self) -> usize {
-        self.inner.lock().unwrap().max_leaders
+        self.state().max_leaders
     }
 
     /// The fewest pods labelled leader at once since the first leader appeared.
     pub fn min_leaders(&self) -> Option<usize> {
-        self.inner.lock().unwrap().min_leaders_after_first
+        self.state().min_leaders_after_first
     }
 
     /// When `pod` was first seen labelled leader after `after`.
     pub fn became_leader_after(&self, after: Instant) -> Option<(String, Instant)> {
-        self.inner
-            .lock()
-            .unwrap()
+        self.state()
             .became_leader
             .iter()
             .find(|(_, t)| *t >= after)

@@ -114,7 +114,6 @@ async fn malformed_groups_are_rejected_or_reported_and_others_keep_working() {
 
     let admission = rejected_at_admission();
     let reported = reported_in_status();
-    assert!(admission.len() + reported.len() >= 15);
 
     for (i, (what, spec)) in admission.iter().enumerate() {
         match s.create_raw(&format!("adm-{i}"), spec.clone()).await {

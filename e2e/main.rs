@@ -1,9 +1,11 @@
 //! End-to-end tests against the local control plane; `make e2e` starts it first.
 
+mod chaos;
 mod cluster;
 mod election;
 mod groups;
 mod handoff;
+mod hostile;
 mod invalid;
 mod operations;
 mod safety;

@@ -17,9 +17,19 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-/// Path of the admin kubeconfig written by `make cluster-up`.
+/// Path of the admin kubeconfig written by `make cluster-up`; with `PODIUM_CLUSTER=<x>`,
+/// the one of the separate cluster `PODIUM_CLUSTER=<x> e2e/cluster/up.sh` started.
 pub fn kubeconfig_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/cluster/kubeconfig")
+    cluster_dir().join("kubeconfig")
+}
+
+/// State directory of the cluster the tests run against (see `e2e/cluster/up.sh`).
+pub fn cluster_dir() -> PathBuf {
+    let dir = match std::env::var("PODIUM_CLUSTER") {
+        Ok(name) if !name.is_empty() => format!("target/cluster-{name}"),
+        _ => "target/cluster".to_string(),
+    };
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir)
 }
 
 /// A client for the local control plane.
@@ -303,11 +313,28 @@ impl Operator {
     /// Starts `podium run` with a given kubeconfig.
     pub async fn start_with(namespace: &str, kubeconfig: &std::path::Path, extra: &[&str]) -> Self {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
-        std::fs::create_dir_all(&dir).expect("log dir");
+        Self::start_logged(
+            &dir.join(format!("{namespace}.log")),
+            namespace,
+            kubeconfig,
+            extra,
+        )
+    }
+
+    /// Starts `podium run` with a given kubeconfig, appending its output to `log`.
+    pub fn start_logged(
+        log: &std::path::Path,
+        namespace: &str,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+    ) -> Self {
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir).expect("log dir");
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join(format!("{namespace}.log")))
+            .open(log)
             .expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_podium"));
         cmd.arg("run")
@@ -357,7 +384,6 @@ impl Operator {
     }
 
     /// The process id, while it runs.
-    #[allow(dead_code)] // used by benches/bench.rs
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
@@ -446,7 +472,7 @@ pub async fn service_account_kubeconfig(namespace: &str, sa: &str, file: &str) -
 
 /// The kubectl built with the local control plane.
 pub fn kubectl_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/cluster/kubectl")
+    cluster_dir().join("kubectl")
 }
 
 /// Runs kubectl against the local cluster; panics with its output when it fails.

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Stops the processes the local control plane started (kwokctl keeps their pid
-# files) and removes its state.
+# files) and removes its state. PODIUM_CLUSTER=<x> stops the cluster up.sh started
+# under the same name.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-state="$root/target/cluster"
+suffix=${PODIUM_CLUSTER:+-$PODIUM_CLUSTER}
+state="$root/target/cluster$suffix"
+name=podium$suffix
 [ -d "$state" ] || { echo "cluster is not up"; exit 0; }
 
 bin=$("$here/build.sh")
-KWOK_WORKDIR="$state/kwok" "$bin/kwokctl" delete cluster --name podium >/dev/null 2>&1 || true
+KWOK_WORKDIR="$state/kwok" "$bin/kwokctl" delete cluster --name "$name" >/dev/null 2>&1 || true
 # Anything kwokctl could not stop is stopped by its pid file.
-for pidfile in "$state"/kwok/clusters/podium/pids/*.pid; do
+for pidfile in "$state"/kwok/clusters/$name/pids/*.pid; do
   [ -f "$pidfile" ] || continue
   kill "$(cat "$pidfile")" 2>/dev/null || true
 done

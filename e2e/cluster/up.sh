@@ -2,13 +2,16 @@
 # Starts the local control plane (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler and kwok with fake nodes) on loopback, and writes an admin
 # kubeconfig to target/cluster/kubeconfig. A no-op when it is already up.
+# PODIUM_CLUSTER=<x> starts a second, independent cluster: kwokctl name podium-<x>,
+# state and kubeconfig in target/cluster-<x> (kwokctl picks free ports, so both run at once).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-state="$root/target/cluster"
+suffix=${PODIUM_CLUSTER:+-$PODIUM_CLUSTER}
+state="$root/target/cluster$suffix"
 kubeconfig="$state/kubeconfig"
-name=podium
+name=podium$suffix
 
 bin=$("$here/build.sh")
 kubectl=("$bin/kubectl" --kubeconfig "$kubeconfig")

@@ -1,0 +1,268 @@
+//! The world a chaos run acts on: the CRD, one namespace, the groups and their kwok pods,
+//! all marked with a foreign label, annotation and finalizer podium must leave alone.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{GroupVersionKind, PostParams};
+use serde_json::json;
+
+use crate::support::{TestNs, kubectl, pod_manifest};
+
+/// The label, annotation and finalizer the harness puts on everything it creates.
+pub const KEEP: &str = "chaos.example/keep";
+/// The label the groups select on; its value is the group's name.
+pub const APP: &str = "chaos.example/app";
+/// Selector value of pods that no group selects.
+pub const STRAY: &str = "stray";
+/// The group (and its single pod) the injector writes to, to know the watches caught up.
+pub const BARRIER_GROUP: &str = "barrier";
+
+/// One ElectionGroup of the run, as the harness (and the checker) knows it.
+#[derive(Clone, Debug)]
+pub struct GroupDef {
+    /// Name; also the value of the [`APP`] label its pods carry.
+    pub name: &'static str,
+    /// `BreakBeforeMake` (else `MakeBeforeBreak`).
+    pub break_before_make: bool,
+    /// `spec.handoff.schedule`, if any.
+    pub schedule: Option<&'static str>,
+    /// `spec.roleLabel`.
+    pub role_label: &'static str,
+    /// Members at the start.
+    pub pods: usize,
+}
+
+/// The groups of a run: both handoff modes, with and without schedules, one with its own
+/// role label, and the barrier group.
+pub fn groups() -> Vec<GroupDef> {
+    let def = |name, bbm, schedule, role_label, pods| GroupDef {
+        name,
+        break_before_make: bbm,
+        schedule,
+        role_label,
+        pods,
+    };
+    vec![
+        def("bbm", true, None, "podium.dev/role", 4),
+        def("bbm-every2s", true, Some("@every 2s"), "podium.dev/role", 4),
+        def("bbm-every5s", true, Some("@every 5s"), "podium.dev/role", 3),
+        def("mbb", false, None, "chaos.example/role", 3),
+        def(
+            "mbb-every3s",
+            false,
+            Some("@every 3s"),
+            "podium.dev/role",
+            5,
+        ),
+        def(BARRIER_GROUP, true, None, "podium.dev/role", 1),
+    ]
+}
+
+/// The ElectionGroup API resource, built by hand so that the harness does not depend on
+/// the operator's Rust types.
+pub fn group_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("podium.dev", "v1alpha1", "ElectionGroup"),
+        "electiongroups",
+    )
+}
+
+/// The namespace of a run and the writes the injector makes in it. Writes return errors
+/// instead of panicking: a fault may make the API server briefly unavailable.
+pub struct World {
+    /// The run's namespace (deleted on drop).
+    pub ns: TestNs,
+    /// The groups.
+    pub defs: Vec<GroupDef>,
+    seq: AtomicU32,
+}
+
+impl World {
+    /// Installs the CRD and creates the namespace.
+    pub async fn new(defs: Vec<GroupDef>) -> Self {
+        let crd = format!("{}/crds/electiongroup.yaml", env!("CARGO_MANIFEST_DIR"));
+        kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &crd]);
+        kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/electiongroups.podium.dev",
+            "--timeout=60s",
+        ]);
+        let ns = TestNs::new("chaos").await;
+        Self {
+            ns,
+            defs,
+            seq: AtomicU32::new(0),
+        }
+    }
+
+    /// The ElectionGroup API of the namespace.
+    pub fn groups(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(self.ns.client.clone(), &self.ns.name, &group_resource())
+    }
+
+    /// The Pod API of the namespace.
+    pub fn pods(&self) -> Api<Pod> {
+        self.ns.api()
+    }
+
+    /// Creates every group and its initial members.
+    pub async fn populate(&self) -> Result<(), kube::Error> {
+        for def in &self.defs {
+            for _ in 0..def.pods {
+                self.create_member(def.name).await?;
+            }
+            self.create_group(def).await?;
+        }
+        Ok(())
+    }
+
+    async fn create_group(&self, def: &GroupDef) -> Result<(), kube::Error> {
+        let mut handoff = json!({"mode": if def.break_before_make { "BreakBeforeMake" } else { "MakeBeforeBreak" }});
+        if let Some(s) = def.schedule {
+            handoff["schedule"] = json!(s);
+        }
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "podium.dev/v1alpha1",
+            "kind": "ElectionGroup",
+            "metadata": {
+                "name": def.name,
+                "labels": {KEEP: "1"},
+                "annotations": {KEEP: "1"},
+                "finalizers": [KEEP],
+            },
+            "spec": {
+                "selector": {"matchLabels": {APP: def.name}},
+                "roleLabel": def.role_label,
+                "handoff": handoff,
+            },
+        }))
+        .expect("group manifest");
+        self.groups().create(&PostParams::default(), &obj).await?;
+        Ok(())
+    }
+
+    /// Creates a pod that `selector_value` selects (a group name, or [`STRAY`]).
+    pub async fn create_member(&self, selector_value: &str) -> Result<String, kube::Error> {
+        let name = format!(
+            "{selector_value}-{}",
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        );
+        let pod = pod_manifest(&name, &[(APP, selector_value), (KEEP, "1")], &[(KEEP, "1")]);
+        self.pods().create(&PostParams::default(), &pod).await?;
+        Ok(name)
+    }
+
+    /// Names of the pods whose selector label is `selector_value`.
+    pub async fn members(&self, selector_value: &str) -> Result<Vec<String>, kube::Error> {
+        let lp = ListParams::default().labels(&format!("{APP}={selector_value}"));
+        let pods = self.pods().list(&lp).await?;
+        Ok(pods
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.name)
+            .collect())
+    }
+
+    /// The pod the group's status names as leader.
+    pub async fn leader(&self, group: &str) -> Result<Option<String>, kube::Error> {
+        let g = self.groups().get(group).await?;
+        Ok(g.data["status"]["leader"].as_str().map(str::to_string))
+    }
+
+    /// Sets a pod's Ready condition, as a kubelet would.
+    pub async fn set_ready(&self, pod: &str, ready: bool) -> Result<(), kube::Error> {
+        let status = if ready { "True" } else { "False" };
+        let now = jiff::Timestamp::now().to_string();
+        let patch = json!({"status": {"conditions": [
+            {"type": "Ready", "status": status, "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": status, "lastTransitionTime": now},
+        ]}});
+        self.pods()
+            .patch_status(pod, &PatchParams::default(), &Patch::Strategic(patch))
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a pod, at once (`grace` 0) or gracefully.
+    pub async fn delete_pod(&self, pod: &str, grace: Option<u32>) -> Result<(), kube::Error> {
+        let dp = match grace {
+            Some(g) => DeleteParams::default().grace_period(g),
+            None => DeleteParams::default(),
+        };
+        self.pods().delete(pod, &dp).await?;
+        Ok(())
+    }
+
+    /// Sets the pod's selector label, moving it into or out of a group.
+    pub async fn relabel(&self, pod: &str, selector_value: &str) -> Result<(), kube::Error> {
+        let patch = json!({"metadata": {"labels": {APP: selector_value}}});
+        self.pods()
+            .patch(pod, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        Ok(())
+    }
+
+    /// Requests a manual handoff (`any` or a pod name).
+    pub async fn request_handoff(&self, group: &str, to: &str) -> Result<(), kube::Error> {
+        let patch = json!({"metadata": {"annotations": {"podium.dev/handoff-to": to}}});
+        self.groups()
+            .patch(group, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        Ok(())
+    }
+
+    /// Writes barrier `n` on the barrier pod and group, so the checker can tell when its
+    /// watches have seen everything written before.
+    pub async fn barrier(&self, n: u64) -> Result<(), kube::Error> {
+        let patch = Patch::Merge(
+            json!({"metadata": {"annotations": {super::history::BARRIER: n.to_string()}}}),
+        );
+        let pp = PatchParams::default();
+        let pod = self.members(BARRIER_GROUP).await?;
+        if let Some(pod) = pod.first() {
+            self.pods().patch(pod, &pp, &patch).await?;
+        }
+        self.groups().patch(BARRIER_GROUP, &pp, &patch).await?;
+        Ok(())
+    }
+
+    /// Removes the harness's finalizer from every group and deletes them, so the namespace
+    /// can go; retried because podium may be editing the same finalizer list.
+    pub async fn teardown(&self) {
+        let api = self.groups();
+        for _ in 0..20 {
+            let Ok(list) = api.list(&ListParams::default()).await else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            let mut pending = false;
+            for mut g in list.items {
+                let keep: Vec<String> = g
+                    .metadata
+                    .finalizers
+                    .take()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|f| f != KEEP)
+                    .collect();
+                // Guarded by the resourceVersion: never drop podium's finalizer edits made
+                // in between.
+                let body = json!({"metadata": {"finalizers": keep, "resourceVersion": g.metadata.resource_version}});
+                let name = g.metadata.name.clone().unwrap_or_default();
+                pending |= api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(body))
+                    .await
+                    .is_err();
+                let _ = api.delete(&name, &DeleteParams::default()).await;
+            }
+            if !pending {
+                return;
+            }
+        }
+    }
+}
