@@ -343,15 +343,6 @@ impl LeaderWatch {
         self.state().min_leaders_after_first
     }
 
-    /// When `pod` was first seen labelled leader after `after`.
-    pub fn became_leader_after(&self, after: Instant) -> Option<(String, Instant)> {
-        self.state()
-            .became_leader
-            .iter()
-            .find(|(_, t)| *t >= after)
-            .cloned()
-    }
-
     /// Waits until some pod other than `old` is seen labelled leader after `after`.
     pub async fn wait_new_leader(
         &self,
@@ -362,8 +353,16 @@ impl LeaderWatch {
         let deadline = Instant::now() + timeout;
         loop {
             let changed = self.changed.notified();
-            if let Some((p, t)) = self.became_leader_after(after).filter(|(p, _)| p != old) {
-                return (p, t);
+            // The old leader's own label may arrive after `after` (status is written first):
+            // look past it rather than stop at the first event.
+            let found = self
+                .state()
+                .became_leader
+                .iter()
+                .find(|(p, t)| *t >= after && p != old)
+                .cloned();
+            if let Some(found) = found {
+                return found;
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if tokio::time::timeout(remaining, changed).await.is_err() {

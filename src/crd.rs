@@ -52,16 +52,18 @@ pub const FOLLOWER: &str = "follower";
     )
 )]
 #[serde(rename_all = "camelCase")]
-// matchExpressions is an unbounded list whose CEL cost the API server refuses to estimate, so a
-// roleLabel among its keys is caught by validation (SpecValid=False) instead.
 #[x_kube(validation = Rule::new(
     "!has(self.roleLabel) || !has(self.selector.matchLabels) || !(self.roleLabel in self.selector.matchLabels)"
+).message("roleLabel must not be a key the selector uses: podium would overwrite the label that makes a pod a member"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.roleLabel) || !has(self.selector.matchExpressions) || self.selector.matchExpressions.all(e, e.key != self.roleLabel)"
 ).message("roleLabel must not be a key the selector uses: podium would overwrite the label that makes a pod a member"))]
 pub struct ElectionGroupSpec {
     /// Label selector over pods in the group's namespace; must not be empty.
     #[x_kube(validation = Rule::new(
         "(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)"
     ).message("selector must not be empty: it would select every pod in the namespace"))]
+    #[schemars(transform = bounded_selector)]
     pub selector: LabelSelector,
 
     /// Label key written on every member, with value `leader` or `follower`.
@@ -97,6 +99,43 @@ pub struct ElectionGroupSpec {
     /// Freeze the group: no leader changes, labels untouched.
     #[serde(default)]
     pub paused: bool,
+}
+
+/// Bounds the selector's lists and strings, so that the API server can price the CEL rules over
+/// them, and names the operators it accepts.
+fn bounded_selector(schema: &mut schemars::Schema) {
+    let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    if let Some(labels) = props.get_mut("matchLabels").and_then(|v| v.as_object_mut()) {
+        labels.insert("maxProperties".into(), 64.into());
+    }
+    let Some(exprs) = props
+        .get_mut("matchExpressions")
+        .and_then(|v| v.as_object_mut())
+    else {
+        return;
+    };
+    exprs.insert("maxItems".into(), 32.into());
+    let Some(fields) = exprs
+        .get_mut("items")
+        .and_then(|i| i.get_mut("properties"))
+        .and_then(|p| p.as_object_mut())
+    else {
+        return;
+    };
+    if let Some(key) = fields.get_mut("key").and_then(|v| v.as_object_mut()) {
+        key.insert("maxLength".into(), 317.into());
+    }
+    if let Some(op) = fields.get_mut("operator").and_then(|v| v.as_object_mut()) {
+        op.insert(
+            "enum".into(),
+            serde_json::json!(["In", "NotIn", "Exists", "DoesNotExist"]),
+        );
+    }
+    if let Some(values) = fields.get_mut("values").and_then(|v| v.as_object_mut()) {
+        values.insert("maxItems".into(), 256.into());
+    }
 }
 
 fn default_role_label() -> String {
@@ -155,7 +194,12 @@ pub struct ElectionGroupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
     /// UID of the leader pod.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "leaderUID",
+        alias = "leaderUid",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub leader_uid: Option<String>,
     /// Fencing term: +1 on every change of leader, never decreases.
     #[serde(default)]
@@ -191,6 +235,22 @@ pub struct ElectionGroupStatus {
     /// a change of key is being applied, so that the old key can be removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_label: Option<String>,
+    /// Promotions recorded here and then abandoned: each pod is written once more, so that a
+    /// stale copy of its promotion fails its precondition; dropped once its version has moved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abandoned: Vec<Abandoned>,
+}
+
+/// A promotion that was recorded in status and then abandoned before its label was written.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Abandoned {
+    /// The pod.
+    pub pod: String,
+    /// Its UID.
+    pub uid: String,
+    /// Its resourceVersion when the promotion was abandoned.
+    pub resource_version: String,
 }
 
 /// One change of leader.

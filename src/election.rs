@@ -9,9 +9,10 @@
 //! Safety rests on one rule the reconciler keeps: the status that records a new term is written
 //! (conditionally on the group's resourceVersion) before any pod write, and every pod write is
 //! conditional on the resourceVersion the decision saw. A promotion recorded in status but not yet
-//! on the pod (`pending`) is completed by whoever decides next; when it is abandoned instead, the
-//! first pod write changes that pod (so its resourceVersion moves) before anyone is promoted, and
-//! a stale writer's copy of the promotion can no longer land.
+//! on the pod (`pending`) is completed by whoever decides next. When it is abandoned instead, the
+//! status that forgets it lists the pod in `abandoned` with the version it had, and every decision
+//! writes that pod before promoting anyone until its version has moved: a stale writer's copy of
+//! the promotion then fails its precondition, or lands first and is demoted like any leader.
 
 use std::cmp::Ordering;
 
@@ -19,7 +20,8 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{
-    ElectionGroupStatus, FOLLOWER, HandoffMode, LEADER, Preference, Transition, TransitionReason,
+    Abandoned, ElectionGroupStatus, FOLLOWER, HandoffMode, LEADER, Preference, Transition,
+    TransitionReason,
 };
 use crate::schedule::Due;
 use crate::validation::Settings;
@@ -176,10 +178,15 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
     let seat = seat(obs, &foreign);
     let choice = choose(obs, &seat, &candidates, &mut notes, &mut requeue);
     let term = next_term(obs, &choice);
+    let abandoned = if obs.settings.paused {
+        obs.status.abandoned.clone()
+    } else {
+        abandoned(obs, &seat, &choice)
+    };
     let writes = if obs.settings.paused {
         Vec::new()
     } else {
-        plan_writes(obs, &foreign, &choice, term.value(), &seat)
+        plan_writes(obs, &foreign, &choice, term.value(), &seat, &abandoned)
     };
     let moved = transition(obs, &seat, &choice, term, &mut notes);
     let next_handoff = next_handoff(obs, &choice, &moved, &mut requeue);
@@ -199,6 +206,7 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
         observed_generation: obs.generation,
         conditions,
         role_label: written_role_label(obs),
+        abandoned,
     };
     Plan {
         writes,
@@ -240,7 +248,7 @@ pub fn foreign_members<'m>(obs: &Observation<'m>) -> Vec<&'m Member> {
     obs.members
         .iter()
         .filter(|m| {
-            let unmanaged = m.group.is_none();
+            let unmanaged = m.group.as_deref() != Some(obs.group);
             m.role
                 .as_deref()
                 .is_some_and(|r| !podium_value(r) || unmanaged)
@@ -508,11 +516,11 @@ impl Term {
     }
 }
 
-/// The highest term status or a managed pod carries.
+/// The highest term status or a managed member carries (a pod the group no longer selects has
+/// no say: its annotation could be anyone's).
 pub fn term_seen(obs: &Observation<'_>) -> i64 {
     obs.members
         .iter()
-        .chain(obs.departed)
         .filter_map(|m| trusted_term(m, obs.group, obs.status.term))
         .chain([obs.status.term.clamp(0, MAX_TERM)])
         .max()
@@ -550,6 +558,38 @@ fn written_role_label(obs: &Observation<'_>) -> Option<String> {
     }
 }
 
+/// The abandoned promotions whose pods still need a write: those carried over whose pod is still
+/// at the recorded version, and the pending promotion this decision gives up.
+pub fn abandoned(obs: &Observation<'_>, seat: &Seat<'_>, choice: &Choice<'_>) -> Vec<Abandoned> {
+    let at_version = |a: &Abandoned| {
+        obs.members
+            .iter()
+            .chain(obs.departed)
+            .any(|m| m.uid == a.uid && m.resource_version.as_deref() == Some(&a.resource_version))
+    };
+    let mut out: Vec<Abandoned> = obs
+        .status
+        .abandoned
+        .iter()
+        .filter(|a| at_version(a))
+        .cloned()
+        .collect();
+    let given_up = seat
+        .pending
+        .filter(|p| choice.next.is_none_or(|n| n.uid != p.uid));
+    if let Some(p) = given_up
+        && let Some(rv) = &p.resource_version
+        && !out.iter().any(|a| a.uid == p.uid)
+    {
+        out.push(Abandoned {
+            pod: p.name.clone(),
+            uid: p.uid.clone(),
+            resource_version: rv.clone(),
+        });
+    }
+    out
+}
+
 /// Orders pod writes so that the mode's guarantee holds at every instant.
 pub fn plan_writes(
     obs: &Observation<'_>,
@@ -557,6 +597,7 @@ pub fn plan_writes(
     choice: &Choice<'_>,
     term: i64,
     seat: &Seat<'_>,
+    abandoned: &[Abandoned],
 ) -> Vec<PodWrite> {
     let next = choice.next;
     let write = |m: &Member, change: PodChange| PodWrite {
@@ -574,18 +615,16 @@ pub fn plan_writes(
             },
         )
     };
-    let abandoned = seat
-        .pending
-        .filter(|p| next.is_none_or(|n| n.name != p.name));
-    // First, writes that must land before anyone is promoted: a departed leader is released (a
-    // Service selecting on fewer labels than the group would otherwise see two leaders), and an
-    // abandoned promotion's pod is changed, so that a stale writer's copy of it fails.
+    let is_abandoned = |m: &Member| abandoned.iter().any(|a| a.uid == m.uid);
+    // Before anyone is promoted: an abandoned promotion's pod is written, so that a stale copy of
+    // that promotion fails its precondition; a departed leader is released (a Service selecting
+    // on fewer labels than the group would otherwise see two leaders).
     let mut first = Vec::new();
     let mut demotions = Vec::new();
     let mut promotion = Vec::new();
     let mut others = Vec::new();
     for d in obs.departed {
-        if d.role.as_deref() == Some(LEADER) || abandoned.is_some_and(|p| p.uid == d.uid) {
+        if is_abandoned(d) || d.role.as_deref() == Some(LEADER) {
             first.push(release(d));
         } else {
             others.push(release(d));
@@ -600,7 +639,7 @@ pub fn plan_writes(
         } else {
             (FOLLOWER, None)
         };
-        if abandoned.is_some_and(|p| p.uid == m.uid) {
+        if is_abandoned(m) && next.is_none_or(|n| n.uid != m.uid) {
             // Labelled follower already: take the labels off (the next pass puts them back).
             first.push(if m.role.is_some() {
                 release(m)
@@ -1054,17 +1093,17 @@ fn manual_target<'m>(
         return Ok(rotate(leader, candidates, p));
     }
     if request == leader.name {
-        return Err(format!("{request} is already the leader"));
+        return Err(format!("{} is already the leader", leader.name));
     }
     let Some(target) = candidates.iter().find(|c| c.name == request) else {
-        return Err(format!("{request} is not a ready member of this group"));
+        return Err("it is not a ready member of this group".to_string());
     };
     if p == Preference::Priority
         && let Some(best) = candidates.first().filter(|b| b.priority > target.priority)
     {
         return Err(format!(
-            "{request} has priority {} below {}'s {} and would be preempted at once",
-            target.priority, best.name, best.priority
+            "{} has priority {} below {}'s {} and would be preempted at once",
+            target.name, target.priority, best.name, best.priority
         ));
     }
     Ok(Some(*target))

@@ -396,6 +396,8 @@ async fn reconcile_group(cached: &ElectionGroup, ctx: &Context) -> Result<Action
         .namespace()
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
     let key = ObjectRef::<Guarded>::new(&name).within(&ns);
+    // A failover whose status was recorded by one pass but whose labels a later pass finished.
+    let mut failover_since = None;
     for _ in 0..ATTEMPTS {
         // The newest copy: the store may have moved on since this reconcile was queued, and our
         // own writes or re-reads may be newer still.
@@ -404,13 +406,14 @@ async fn reconcile_group(cached: &ElectionGroup, ctx: &Context) -> Result<Action
                 Ok(group) => group.clone(),
                 Err(_) => return Ok(Action::await_change()),
             },
-            None => cached.clone(),
+            // Gone from the store: deleted, and its finalizer already removed.
+            None => return Ok(Action::await_change()),
         };
         let mut current = ctx.overlay.group(&stored).unwrap_or(stored);
         let pass = if current.metadata.deletion_timestamp.is_some() {
             cleanup(&mut current, &ns, ctx).await?
         } else {
-            decide_and_apply(&mut current, &ns, ctx).await?
+            decide_and_apply(&mut current, &ns, ctx, &mut failover_since).await?
         };
         match pass {
             Pass::Done(action) => return Ok(action),
@@ -478,6 +481,7 @@ async fn decide_and_apply(
     current: &mut ElectionGroup,
     ns: &str,
     ctx: &Context,
+    failover_since: &mut Option<Timestamp>,
 ) -> Result<Pass, Error> {
     let name = current.name_any();
     if !current.finalizers().iter().any(|f| f == FINALIZER)
@@ -527,7 +531,18 @@ async fn decide_and_apply(
         lease_foreign: matches!(mirror, Some(LeaseMirror::Foreign)),
         now,
     });
-    apply_plan(current, ns, &settings, &status, &plan, &g, mirror, ctx).await
+    apply_plan(
+        current,
+        ns,
+        &settings,
+        &status,
+        &plan,
+        &g,
+        mirror,
+        ctx,
+        failover_since,
+    )
+    .await
 }
 
 /// Applies a plan: status first (it records any new term), then the handoff request, then pods
@@ -542,8 +557,14 @@ async fn apply_plan(
     g: &Gathered,
     mirror: Option<LeaseMirror>,
     ctx: &Context,
+    failover_since: &mut Option<Timestamp>,
 ) -> Result<Pass, Error> {
     let name = current.name_any();
+    let keys = PodKeys {
+        group: &name,
+        role_label: &settings.role_label,
+        old_role_label: old.role_label.as_deref(),
+    };
     if (&plan.status != old || current.status.is_none())
         && apply::status(current, &plan.status, ctx).await? == Outcome::Stale
     {
@@ -553,44 +574,17 @@ async fn apply_plan(
     // to the pods afterwards.
     publish(current, &plan.notes, ctx);
     record_transition(current, ns, plan, ctx);
+    if plan.unfit_since.is_some() {
+        *failover_since = plan.unfit_since;
+    }
     if plan.clear_handoff_request
         && apply::clear_handoff_request(current, ctx).await? == Outcome::Stale
     {
         return Ok(Pass::Stale);
     }
-    let keys = PodKeys {
-        group: &name,
-        role_label: &settings.role_label,
-        old_role_label: old.role_label.as_deref(),
-    };
     for w in &plan.writes {
-        apply::fenced(ctx)?;
-        let promotion = matches!(w.change, PodChange::Label { role: LEADER, .. });
-        match apply::pod(ns, w, &keys, g.pods.get(&w.pod).cloned(), ctx).await {
-            Ok(Outcome::Done) => {
-                if promotion {
-                    ctx.promotion_succeeded(&w.uid);
-                }
-                debug!(pod = %w.pod, change = ?w.change, "pod written");
-            }
-            Ok(Outcome::Stale) => return Ok(Pass::Stale),
-            Err(source) => {
-                let role = match &w.change {
-                    PodChange::Label { role, .. } => *role,
-                    PodChange::Release { .. } => "none",
-                };
-                let e = Error::PodWrite {
-                    namespace: ns.to_string(),
-                    pod: w.pod.clone(),
-                    role,
-                    source,
-                };
-                if promotion && refused_for_the_pod(&e) {
-                    ctx.promotion_failed(current, &w.pod, &w.uid, &e);
-                }
-                report_write_failure(current, &e, ctx).await;
-                return Err(e);
-            }
+        if let Pass::Stale = write_pod(current, ns, w, &keys, g, ctx).await? {
+            return Ok(Pass::Stale);
         }
     }
     if let Some(mirror) = mirror
@@ -598,12 +592,53 @@ async fn apply_plan(
     {
         return Ok(Pass::Stale);
     }
-    record(current, ns, plan, ctx);
+    record(current, ns, plan, failover_since.take(), ctx);
     Ok(Pass::Done(
         plan.requeue_after.map_or_else(Action::await_change, |d| {
             Action::requeue(d + Duration::from_millis(5))
         }),
     ))
+}
+
+/// Makes one pod write of a plan; a failure is reported on the group and counted against the
+/// candidate when it was a promotion the pod itself refused.
+async fn write_pod(
+    current: &mut ElectionGroup,
+    ns: &str,
+    w: &election::PodWrite,
+    keys: &PodKeys<'_>,
+    g: &Gathered,
+    ctx: &Context,
+) -> Result<Pass, Error> {
+    apply::fenced(ctx)?;
+    let promotion = matches!(w.change, PodChange::Label { role: LEADER, .. });
+    match apply::pod(ns, w, keys, g.pods.get(&w.pod).cloned(), ctx).await {
+        Ok(Outcome::Done) => {
+            if promotion {
+                ctx.promotion_succeeded(&w.uid);
+            }
+            debug!(pod = %w.pod, change = ?w.change, "pod written");
+            Ok(Pass::Done(Action::await_change()))
+        }
+        Ok(Outcome::Stale) => Ok(Pass::Stale),
+        Err(source) => {
+            let role = match &w.change {
+                PodChange::Label { role, .. } => *role,
+                PodChange::Release { .. } => "none",
+            };
+            let e = Error::PodWrite {
+                namespace: ns.to_string(),
+                pod: w.pod.clone(),
+                role,
+                source,
+            };
+            if promotion && refused_for_the_pod(&e) {
+                ctx.promotion_failed(current, &w.pod, &w.uid, &e);
+            }
+            report_write_failure(current, &e, ctx).await;
+            Err(e)
+        }
+    }
 }
 
 /// A failed write that says something about the pod itself (an admission webhook, a missing
@@ -621,10 +656,16 @@ fn record_transition(group: &ElectionGroup, ns: &str, plan: &Plan, ctx: &Context
     }
 }
 
-/// Metrics of a plan applied in full.
-fn record(group: &ElectionGroup, ns: &str, plan: &Plan, ctx: &Context) {
+/// Metrics of a plan applied in full; `failover_since` is when the leader it replaced became unfit.
+fn record(
+    group: &ElectionGroup,
+    ns: &str,
+    plan: &Plan,
+    failover_since: Option<Timestamp>,
+    ctx: &Context,
+) {
     let name = group.name_any();
-    if let Some(since) = plan.unfit_since {
+    if let Some(since) = failover_since {
         ctx.metrics
             .failover_took(Timestamp::now().duration_since(since).as_secs_f64());
     }
@@ -797,7 +838,8 @@ fn publish(group: &ElectionGroup, notes: &[Note], ctx: &Context) {
                     EventType::Normal
                 },
                 reason: n.reason.into(),
-                note: Some(n.message.chars().take(1024).collect()),
+                // The API server refuses an Event whose message exceeds 1024 characters.
+                note: Some(n.message.chars().take(1000).collect()),
                 action: match n.reason {
                     "LeaderElected" | "BecameLeader" | "LostLeadership" => "Elect",
                     "HandoffSkipped" | "HandoffRejected" => "Handoff",

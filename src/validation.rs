@@ -52,7 +52,10 @@ pub fn validate(spec: &ElectionGroupSpec) -> Result<Settings, String> {
 
     if spec.role_label.is_empty() {
         problems.push("spec.roleLabel must not be empty".to_string());
+    } else if let Err(why) = label_key(&spec.role_label) {
+        problems.push(format!("spec.roleLabel is not a valid label key: {why}"));
     }
+    problems.extend(selector_syntax(spec));
     if selector_keys(spec).any(|k| *k == spec.role_label) {
         problems.push(format!(
             "spec.roleLabel must not be a key the selector uses ({}): podium would overwrite the label that makes a pod a member",
@@ -95,6 +98,98 @@ pub fn validate(spec: &ElectionGroupSpec) -> Result<Settings, String> {
         }),
         _ => Err(problems.join("\n")),
     }
+}
+
+/// What the API server itself would say of a label selector: keys and values that are not label
+/// syntax, and operators whose values do not fit.
+fn selector_syntax(spec: &ElectionGroupSpec) -> Vec<String> {
+    let s = &spec.selector;
+    let mut problems = Vec::new();
+    for (k, v) in s.match_labels.iter().flatten() {
+        if let Err(why) = label_key(k) {
+            problems.push(format!("spec.selector.matchLabels key {}: {why}", shown(k)));
+        }
+        if let Err(why) = label_value(v) {
+            problems.push(format!(
+                "spec.selector.matchLabels[{}] value: {why}",
+                shown(k)
+            ));
+        }
+    }
+    for (i, e) in s.match_expressions.iter().flatten().enumerate() {
+        let at = format!("spec.selector.matchExpressions[{i}]");
+        if let Err(why) = label_key(&e.key) {
+            problems.push(format!("{at}.key {}: {why}", shown(&e.key)));
+        }
+        let values = e.values.as_deref().unwrap_or_default();
+        match (e.operator.as_str(), values.is_empty()) {
+            ("In" | "NotIn", true) => problems.push(format!("{at}: {} needs values", e.operator)),
+            ("Exists" | "DoesNotExist", false) => {
+                problems.push(format!("{at}: {} takes no values", e.operator))
+            }
+            _ => {}
+        }
+        for v in values {
+            if let Err(why) = label_value(v) {
+                problems.push(format!("{at} value {}: {why}", shown(v)));
+            }
+        }
+    }
+    problems
+}
+
+/// A value as it appears in a message: quoted and cut short.
+fn shown(v: &str) -> String {
+    let cut: String = v.chars().take(64).collect();
+    if cut.len() < v.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
+/// A label name or value: at most 63 characters, alphanumerics with `-`, `_`, `.` inside.
+fn name_part(s: &str) -> Result<(), String> {
+    if s.len() > 63 {
+        return Err(format!("must be at most 63 characters, has {}", s.len()));
+    }
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !s.chars().all(ok_char) || !edge(s.chars().next()) || !edge(s.chars().last()) {
+        return Err(
+            "must be alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A label key: an optional DNS-subdomain prefix (at most 253 characters) and `/`, then a name.
+fn label_key(k: &str) -> Result<(), String> {
+    let (prefix, name) = match k.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    if let Some(p) = prefix {
+        let subdomain = !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|l| {
+                !l.is_empty()
+                    && l.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            });
+        if !subdomain {
+            return Err("the prefix must be a DNS subdomain of at most 253 characters".into());
+        }
+    }
+    name_part(name)
+}
+
+/// A label value: empty, or a name.
+fn label_value(v: &str) -> Result<(), String> {
+    if v.is_empty() { Ok(()) } else { name_part(v) }
 }
 
 /// Every label key the selector reads.
@@ -156,6 +251,26 @@ mod tests {
                         key: "tier".into(),
                         operator: "Exists".into(),
                         values: None,
+                    }])
+                }),
+            ),
+            (
+                "not a valid label key",
+                Box::new(|s| s.role_label = format!("{}.io/role", "a".repeat(260))),
+            ),
+            (
+                "matchLabels[\"app\"] value",
+                Box::new(|s| {
+                    s.selector.match_labels = Some([("app".into(), "bad value!".into())].into())
+                }),
+            ),
+            (
+                "Exists takes no values",
+                Box::new(|s| {
+                    s.selector.match_expressions = Some(vec![LabelSelectorRequirement {
+                        key: "app".into(),
+                        operator: "Exists".into(),
+                        values: Some(vec!["x".into()]),
                     }])
                 }),
             ),

@@ -844,7 +844,7 @@ fn foreign_members_table() {
     let cases: [(Option<&str>, Option<&str>, bool); 6] = [
         (None, None, false),
         (Some(LEADER), Some("g"), false),
-        (Some(FOLLOWER), Some("other"), false),
+        (Some(FOLLOWER), Some("other"), true),
         (Some(FOLLOWER), None, true),
         (Some("web"), Some("g"), true),
         (Some(LEADER), None, true),
@@ -1017,7 +1017,7 @@ fn a_role_label_change_keeps_the_leader_and_term_and_removes_the_old_key() {
 }
 
 #[test]
-fn an_abandoned_promotion_changes_its_pod_before_anyone_is_promoted() {
+fn an_abandoned_promotion_is_recorded_and_its_pod_written_before_anyone_is_promoted() {
     let mut w = World::new(settings(|_| {}), trio());
     w.step();
     // Status records b (term 2); a was demoted; then b is passed over by this replica.
@@ -1031,10 +1031,18 @@ fn an_abandoned_promotion_changes_its_pod_before_anyone_is_promoted() {
     assert_eq!(
         changes(&plan)[0],
         ("b", PodChange::Release { role_label: true }),
-        "b's resourceVersion must move before a is promoted"
+        "b's resourceVersion must move before anyone is promoted"
     );
     assert_eq!(changes(&plan)[1].0, "a");
     assert_eq!(plan.status.term, 3);
+    assert_eq!(
+        plan.status.abandoned.len(),
+        1,
+        "recorded until b's version moves"
+    );
+    w.member("b").resource_version = Some("2".into());
+    let plan = w.step();
+    assert!(plan.status.abandoned.is_empty());
 }
 
 #[test]
