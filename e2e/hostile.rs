@@ -165,7 +165,10 @@ impl Snapshot {
 /// each case can borrow the Setup while the report checks the process after it.
 struct Report {
     operator: Operator,
+    namespace: String,
     log: std::path::PathBuf,
+    /// How much of the log earlier cases were judged by.
+    log_seen: usize,
     results: Vec<(String, Result<(), String>)>,
 }
 
@@ -173,13 +176,17 @@ impl Report {
     fn new(s: &mut Setup) -> Self {
         Self {
             operator: s.operator.take().expect("the operator runs"),
+            namespace: s.ns.name.clone(),
             log: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join(format!("target/e2e-logs/{}.log", s.ns.name)),
+            log_seen: 0,
             results: Vec::new(),
         }
     }
 
-    /// Runs one case, catching its panic so that the remaining cases still run.
+    /// Runs one case, catching its panic so that the remaining cases still run. A case after
+    /// which the operator is dead or has panicked fails; the operator is then restarted so
+    /// that the next case is judged on its own.
     async fn run(&mut self, name: &str, case: impl Future<Output = ()>) {
         println!("=== case: {name}");
         let outcome = AssertUnwindSafe(case).catch_unwind().await;
@@ -191,6 +198,12 @@ impl Report {
         });
         if let Some(e) = self.operator_broken() {
             result = Err(format!("{e}; {}", result.err().unwrap_or_default()));
+            println!("=== restarting the operator after: {e}");
+            let old = std::mem::replace(
+                &mut self.operator,
+                Operator::start(&self.namespace, &[]).await,
+            );
+            old.kill().await;
         }
         println!(
             "=== {name}: {}",
@@ -199,13 +212,17 @@ impl Report {
         self.results.push((name.to_string(), result));
     }
 
-    /// Why the operator is not healthy: exited, or panicked in a task (its log says so).
+    /// Why the operator is not healthy: exited, or panicked in a task (its log says so, in
+    /// the part written since the last check).
     fn operator_broken(&mut self) -> Option<String> {
-        if !self.operator.alive() {
-            return Some("the operator is not running".into());
-        }
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
+        let new = text.get(self.log_seen..).unwrap_or_default().to_string();
+        self.log_seen = text.len();
+        if !self.operator.alive() {
+            let why = new.lines().find(|l| l.contains("panicked")).unwrap_or("");
+            return Some(format!("the operator exited {why}"));
+        }
+        new.lines()
             .find(|l| l.contains("panicked"))
             .map(|l| format!("the operator panicked: {l}"))
     }
