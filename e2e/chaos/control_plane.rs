@@ -61,7 +61,9 @@ impl ControlPlane {
         // from the process table's point of view; a start that fails to bind is retried.
         for _ in 0..10 {
             let new_pid = process.spawn_detached()?;
-            std::fs::write(&pid_file, format!("{new_pid}\n"))
+            // Without a newline, as kwokctl writes it: `kwokctl delete cluster` cannot
+            // parse one with a newline and would leave the process running.
+            std::fs::write(&pid_file, new_pid.to_string())
                 .map_err(|e| format!("{}: {e}", pid_file.display()))?;
             tokio::time::sleep(Duration::from_millis(1500)).await;
             if alive(new_pid) {
