@@ -544,11 +544,6 @@ fn admission_cases() -> Vec<AdmissionCase> {
             expect: RejectedOrReported,
         },
         AdmissionCase {
-            name: "negative nodeLossSeconds",
-            spec: json!({"selector": bad(), "nodeLossSeconds": -1}),
-            expect: RejectedOrReported,
-        },
-        AdmissionCase {
             name: "@every with a duration that overflows",
             spec: json!({"selector": bad(), "handoff": {"schedule": "@every 9999999999999999h"}}),
             expect: RejectedOrReported,

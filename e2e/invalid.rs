@@ -23,6 +23,10 @@ fn rejected_at_admission() -> Vec<(&'static str, Value)> {
         ),
         ("missing selector", json!({"roleLabel": "podium.dev/role"})),
         (
+            "unknown selector operator",
+            json!({"selector": {"matchExpressions": [{"key": "app", "operator": "Near"}]}}),
+        ),
+        (
             "unknown preference",
             json!({"selector": sel(), "preference": "Youngest"}),
         ),
@@ -92,10 +96,6 @@ fn reported_in_status() -> Vec<(&'static str, Value)> {
             handoff(json!({"maxTerm": "forever"})),
         ),
         ("maxTerm zero", handoff(json!({"maxTerm": "0s"}))),
-        (
-            "unknown selector operator",
-            json!({"selector": {"matchExpressions": [{"key": "app", "operator": "Near"}]}}),
-        ),
         (
             "In without values",
             json!({"selector": {"matchExpressions": [{"key": "app", "operator": "In"}]}}),

@@ -62,8 +62,6 @@ pub struct Member {
     pub stale_key: bool,
     /// Current `podium.dev/term` annotation, as parsed; trusted only through `trusted_term`.
     pub term: Option<i64>,
-    /// The pod carries a `podium.dev/term` annotation, whether or not it parses.
-    pub term_annotated: bool,
     /// Current `podium.dev/group` annotation.
     pub group: Option<String>,
 }
@@ -243,7 +241,9 @@ fn podium_value(role: &str) -> bool {
     role == LEADER || role == FOLLOWER
 }
 
-/// Members carrying the role key or a term podium did not write: left alone and reported.
+/// Members carrying the role key with a value podium did not write for this group: left alone
+/// and reported. (The role key is the user's choice and may be anyone's; the `podium.dev/` keys
+/// are podium's own, so a forged term is merely not believed.)
 pub fn foreign_members<'m>(obs: &Observation<'m>) -> Vec<&'m Member> {
     obs.members
         .iter()
@@ -252,7 +252,6 @@ pub fn foreign_members<'m>(obs: &Observation<'m>) -> Vec<&'m Member> {
             m.role
                 .as_deref()
                 .is_some_and(|r| !podium_value(r) || unmanaged)
-                || (m.term_annotated && unmanaged)
         })
         .collect()
 }

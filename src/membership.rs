@@ -147,7 +147,6 @@ pub fn member(pod: &Pod, keys: RoleKeys<'_>, ours: bool) -> Member {
         term: annotations
             .get(TERM_ANNOTATION)
             .and_then(|v| v.trim().parse().ok()),
-        term_annotated: annotations.contains_key(TERM_ANNOTATION),
         group: annotations.get(GROUP_ANNOTATION).cloned(),
     }
 }

@@ -448,10 +448,7 @@ impl History {
     }
 }
 
-/// `status.leaderUID` as SPEC.md spells it; the operator at the time of writing serialises
-/// it as `leaderUid`, which is accepted too so that the spelling does not mask the rest.
+/// `status.leaderUID`.
 fn leader_uid(status: &Value) -> Option<&str> {
-    status["leaderUID"]
-        .as_str()
-        .or(status["leaderUid"].as_str())
+    status["leaderUID"].as_str()
 }

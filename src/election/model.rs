@@ -356,7 +356,6 @@ fn world_op(
                     role: None,
                     stale_key: false,
                     term: None,
-                    term_annotated: false,
                     group: None,
                 },
                 rv,
