@@ -201,7 +201,8 @@ pub struct ElectionGroupStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub leader_uid: Option<String>,
-    /// Fencing term: +1 on every change of leader, never decreases.
+    /// Fencing term: rises on every change of leader (numbers reserved for a successor that
+    /// did not take over are skipped), never decreases.
     #[serde(default)]
     pub term: i64,
     /// When the current leader took over.
@@ -239,6 +240,24 @@ pub struct ElectionGroupStatus {
     /// stale copy of its promotion fails its precondition; dropped once its version has moved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub abandoned: Vec<Abandoned>,
+    /// The candidate that leads next if the leader fails, with the term it will carry, recorded
+    /// ahead of need so that a failover can label it before writing status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successor: Option<Successor>,
+}
+
+/// A successor and its term, reserved in status before it is needed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Successor {
+    /// The pod; absent once it was passed over, while its term stays reserved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Its UID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// The term it carries when it takes over; no other pod is ever given this term.
+    pub term: i64,
 }
 
 /// A promotion that was recorded in status and then abandoned before its label was written.

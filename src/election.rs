@@ -20,8 +20,8 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{
-    Abandoned, ElectionGroupStatus, FOLLOWER, HandoffMode, LEADER, Preference, Transition,
-    TransitionReason,
+    Abandoned, ElectionGroupStatus, FOLLOWER, HandoffMode, LEADER, Preference, Successor,
+    Transition, TransitionReason,
 };
 use crate::schedule::Due;
 use crate::validation::Settings;
@@ -151,6 +151,9 @@ pub struct Note {
 /// The outcome of a decision: writes in order, the new status, Events, and when to look again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
+    /// The pod writes may go before the status write: the only new term is one status already
+    /// reserved for the pod it goes to, and nothing needs fencing first.
+    pub labels_first: bool,
     /// Pod writes, each acknowledged before the next; made only after `status` is stored.
     pub writes: Vec<PodWrite>,
     /// The status to write (only written when it differs), before any pod write.
@@ -176,10 +179,11 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
     let seat = seat(obs, &foreign);
     let choice = choose(obs, &seat, &candidates, &mut notes, &mut requeue);
     let term = next_term(obs, &choice);
+    let passed = passed_heir(obs, &seat, &choice);
     let abandoned = if obs.settings.paused {
         obs.status.abandoned.clone()
     } else {
-        abandoned(obs, &seat, &choice)
+        abandoned(obs, &seat, &choice, passed)
     };
     let writes = if obs.settings.paused {
         Vec::new()
@@ -205,8 +209,12 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
         conditions,
         role_label: written_role_label(obs),
         abandoned,
+        successor: successor(obs, &choice, &candidates, term, passed),
     };
     Plan {
+        labels_first: matches!(term, Term::Reserved(_))
+            && status.abandoned.is_empty()
+            && seat.pending.is_none(),
         writes,
         status,
         notes,
@@ -396,12 +404,12 @@ pub fn choose<'m>(
             } else {
                 TransitionReason::Elected
             };
-            choice.next = candidates.first().copied();
+            choice.next = heir(obs, candidates);
             choice.reason = Some(reason);
         }
         Some(Fitness::Unfit(at)) => {
             choice.unfit_since = Some(at);
-            choice.next = candidates.first().copied();
+            choice.next = heir(obs, candidates);
             choice.reason = Some(TransitionReason::Failover);
         }
         Some(Fitness::Grace(until)) => requeue.at(until, obs.now),
@@ -411,6 +419,17 @@ pub fn choose<'m>(
         }
     }
     choice
+}
+
+/// Who takes over from a failed leader: the reserved successor while it is a candidate (its term
+/// is already recorded, so it can be labelled at once), else the best candidate.
+fn heir<'m>(obs: &Observation<'m>, candidates: &[&'m Member]) -> Option<&'m Member> {
+    let reserved = obs.status.successor.as_ref();
+    candidates
+        .iter()
+        .copied()
+        .find(|c| reserved.is_some_and(|s| s.uid.as_deref() == Some(c.uid.as_str())))
+        .or_else(|| candidates.first().copied())
 }
 
 /// For a fit leader: a manual request, a preemption or a due handoff may move leadership.
@@ -504,19 +523,22 @@ pub enum Term {
     Adopt(i64),
     /// A new leadership: one above every term seen, recorded in status before any label.
     Issue(i64),
+    /// A new leadership for the reserved successor, with the term status already reserved for
+    /// it: the label may be written before status.
+    Reserved(i64),
 }
 
 impl Term {
     /// The term itself.
     pub fn value(self) -> i64 {
         match self {
-            Term::Keep(t) | Term::Adopt(t) | Term::Issue(t) => t,
+            Term::Keep(t) | Term::Adopt(t) | Term::Issue(t) | Term::Reserved(t) => t,
         }
     }
 }
 
 /// The highest term status or a managed member carries (a pod the group no longer selects has
-/// no say: its annotation could be anyone's).
+/// no say: its annotation could be anyone's), not counting the successor's reservation.
 pub fn term_seen(obs: &Observation<'_>) -> i64 {
     obs.members
         .iter()
@@ -526,9 +548,18 @@ pub fn term_seen(obs: &Observation<'_>) -> i64 {
         .unwrap_or(0)
 }
 
+/// The term reserved for the successor, if any.
+fn reserved_term(obs: &Observation<'_>) -> i64 {
+    obs.status
+        .successor
+        .as_ref()
+        .map_or(0, |s| s.term.clamp(0, MAX_TERM))
+}
+
 /// Chooses the term: a recorded leadership keeps its term, anything else gets a fresh one.
 pub fn next_term(obs: &Observation<'_>, choice: &Choice<'_>) -> Term {
     let seen = term_seen(obs);
+    let reserved = reserved_term(obs);
     let Some(next) = choice.next else {
         return Term::Keep(seen);
     };
@@ -543,8 +574,71 @@ pub fn next_term(obs: &Observation<'_>, choice: &Choice<'_>) -> Term {
     {
         return Term::Adopt(seen);
     }
+    if obs
+        .status
+        .successor
+        .as_ref()
+        // `>=`: the successor may already carry its reserved term, labelled by a pass whose
+        // status write did not land.
+        .is_some_and(|s| {
+            s.uid.as_deref() == Some(next.uid.as_str())
+                && s.term == reserved
+                && reserved >= seen
+                && reserved > status_term
+        })
+    {
+        return Term::Reserved(reserved);
+    }
     // 2^53 terms are never reached in practice; at the cap the term stops rising rather than wrap.
-    Term::Issue(seen.saturating_add(1).min(MAX_TERM))
+    Term::Issue(seen.max(reserved).saturating_add(1).min(MAX_TERM))
+}
+
+/// The successor to reserve: the candidate a scheduled handoff would move to next (with
+/// `Oldest`, the next in age order, wrapping; with `Priority`, within the top tier), with a term
+/// above every term seen or reserved. A reservation that still names that pod is kept as it is.
+pub fn successor(
+    obs: &Observation<'_>,
+    choice: &Choice<'_>,
+    candidates: &[&Member],
+    term: Term,
+    passed: Option<&Member>,
+) -> Option<Successor> {
+    // Without a new heir the old reservation stays: its term may already be on a pod (labelled
+    // by a pass whose status write did not land), so it must never be given out again. A passed
+    // heir keeps only its term, so that it is fenced once and never chosen for it.
+    let keep = || {
+        obs.status.successor.clone().map(|s| match passed {
+            Some(_) => Successor {
+                pod: None,
+                uid: None,
+                term: s.term,
+            },
+            None => s,
+        })
+    };
+    if obs.settings.paused {
+        return obs.status.successor.clone();
+    }
+    let Some(next) = choice.next else {
+        return keep();
+    };
+    let Some(heir) = rotate(next, candidates, obs.settings.preference) else {
+        return keep();
+    };
+    let used = matches!(term, Term::Reserved(_));
+    let floor = term.value().max(if used { 0 } else { reserved_term(obs) });
+    match &obs.status.successor {
+        Some(s)
+            if !used && s.uid.as_deref() == Some(heir.uid.as_str()) && s.term > term.value() =>
+        {
+            Some(s.clone())
+        }
+        _ => Some(Successor {
+            pod: Some(heir.name.clone()),
+            uid: Some(heir.uid.clone()),
+            term: floor.saturating_add(1).min(MAX_TERM),
+        }),
+    }
 }
 
 /// The role key status records as written on pods: the old one until no pod carries it.
@@ -557,9 +651,35 @@ fn written_role_label(obs: &Observation<'_>) -> Option<String> {
     }
 }
 
+/// The reserved successor this decision passes over while leadership moves: someone may be
+/// promoting it from an older view, and that promotion must not land later. A successor that is
+/// not Ready or is terminating needs nothing: that change moved its resourceVersion past every
+/// view in which it was a candidate.
+pub fn passed_heir<'m>(
+    obs: &Observation<'m>,
+    seat: &Seat<'_>,
+    choice: &Choice<'_>,
+) -> Option<&'m Member> {
+    let moving = choice.reason.is_some() || seat.current.is_none();
+    let s = obs.status.successor.as_ref().filter(|_| moving)?;
+    let uid = s.uid.as_deref()?;
+    if choice.next.is_some_and(|n| n.uid == uid) {
+        return None;
+    }
+    obs.members
+        .iter()
+        .chain(obs.departed)
+        .find(|m| m.uid == uid && m.ready && !m.terminating)
+}
+
 /// The abandoned promotions whose pods still need a write: those carried over whose pod is still
 /// at the recorded version, and the pending promotion this decision gives up.
-pub fn abandoned(obs: &Observation<'_>, seat: &Seat<'_>, choice: &Choice<'_>) -> Vec<Abandoned> {
+pub fn abandoned(
+    obs: &Observation<'_>,
+    seat: &Seat<'_>,
+    choice: &Choice<'_>,
+    passed: Option<&Member>,
+) -> Vec<Abandoned> {
     let at_version = |a: &Abandoned| {
         obs.members
             .iter()
@@ -576,15 +696,16 @@ pub fn abandoned(obs: &Observation<'_>, seat: &Seat<'_>, choice: &Choice<'_>) ->
     let given_up = seat
         .pending
         .filter(|p| choice.next.is_none_or(|n| n.uid != p.uid));
-    if let Some(p) = given_up
-        && let Some(rv) = &p.resource_version
-        && !out.iter().any(|a| a.uid == p.uid)
-    {
-        out.push(Abandoned {
-            pod: p.name.clone(),
-            uid: p.uid.clone(),
-            resource_version: rv.clone(),
-        });
+    for p in given_up.into_iter().chain(passed) {
+        if let Some(rv) = &p.resource_version
+            && !out.iter().any(|a| a.uid == p.uid)
+        {
+            out.push(Abandoned {
+                pod: p.name.clone(),
+                uid: p.uid.clone(),
+                resource_version: rv.clone(),
+            });
+        }
     }
     out
 }
@@ -719,11 +840,13 @@ pub fn transition(
         return same;
     }
     let reason = match (next, term) {
-        (Some(_), Term::Issue(_)) => choice.reason.unwrap_or(if obs.status.leader.is_some() {
-            TransitionReason::Failover
-        } else {
-            TransitionReason::Elected
-        }),
+        (Some(_), Term::Issue(_) | Term::Reserved(_)) => {
+            choice.reason.unwrap_or(if obs.status.leader.is_some() {
+                TransitionReason::Failover
+            } else {
+                TransitionReason::Elected
+            })
+        }
         (None, _) if seat.current.is_some() || obs.status.leader.is_some() => {
             TransitionReason::NoCandidates
         }
@@ -1008,6 +1131,7 @@ pub fn reject(
     );
     next.conditions = conditions;
     Plan {
+        labels_first: false,
         writes: Vec::new(),
         status: next,
         notes,

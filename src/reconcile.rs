@@ -565,26 +565,22 @@ async fn apply_plan(
         role_label: &settings.role_label,
         old_role_label: old.role_label.as_deref(),
     };
-    if (&plan.status != old || current.status.is_none())
-        && apply::status(current, &plan.status, ctx).await? == Outcome::Stale
-    {
+    // A failover to the reserved successor labels it first: its term is already in status.
+    if plan.labels_first {
+        for w in &plan.writes {
+            if let Pass::Stale = write_pod(current, ns, w, &keys, g, ctx).await? {
+                return Ok(Pass::Stale);
+            }
+        }
+    }
+    if let Pass::Stale = record_status(current, ns, old, plan, ctx, failover_since).await? {
         return Ok(Pass::Stale);
     }
-    // The decision that records a transition announces and counts it, once, whatever happens
-    // to the pods afterwards.
-    publish(current, &plan.notes, ctx);
-    record_transition(current, ns, plan, ctx);
-    if plan.unfit_since.is_some() {
-        *failover_since = plan.unfit_since;
-    }
-    if plan.clear_handoff_request
-        && apply::clear_handoff_request(current, ctx).await? == Outcome::Stale
-    {
-        return Ok(Pass::Stale);
-    }
-    for w in &plan.writes {
-        if let Pass::Stale = write_pod(current, ns, w, &keys, g, ctx).await? {
-            return Ok(Pass::Stale);
+    if !plan.labels_first {
+        for w in &plan.writes {
+            if let Pass::Stale = write_pod(current, ns, w, &keys, g, ctx).await? {
+                return Ok(Pass::Stale);
+            }
         }
     }
     if let Some(mirror) = mirror
@@ -598,6 +594,34 @@ async fn apply_plan(
             Action::requeue(d + Duration::from_millis(5))
         }),
     ))
+}
+
+/// Writes the plan's status, announces and counts the transition it records (once, whatever
+/// happens to the pods afterwards), and consumes a handoff request.
+async fn record_status(
+    current: &mut ElectionGroup,
+    ns: &str,
+    old: &crate::crd::ElectionGroupStatus,
+    plan: &Plan,
+    ctx: &Context,
+    failover_since: &mut Option<Timestamp>,
+) -> Result<Pass, Error> {
+    if (&plan.status != old || current.status.is_none())
+        && apply::status(current, &plan.status, ctx).await? == Outcome::Stale
+    {
+        return Ok(Pass::Stale);
+    }
+    publish(current, &plan.notes, ctx);
+    record_transition(current, ns, plan, ctx);
+    if plan.unfit_since.is_some() {
+        *failover_since = plan.unfit_since;
+    }
+    if plan.clear_handoff_request
+        && apply::clear_handoff_request(current, ctx).await? == Outcome::Stale
+    {
+        return Ok(Pass::Stale);
+    }
+    Ok(Pass::Done(Action::await_change()))
 }
 
 /// Makes one pod write of a plan; a failure is reported on the group and counted against the

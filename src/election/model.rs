@@ -146,17 +146,21 @@ fn plan_from(
         lease_foreign: false,
         now,
     });
-    let mut steps = Vec::new();
+    let pods: Vec<Step> = plan.writes.into_iter().map(Step::Pod).collect();
+    let mut group = Vec::new();
     let mut rv = Some(view.group.rv);
     if plan.status != view.group.status {
-        steps.push(Step::Status(Box::new(plan.status.clone()), view.group.rv));
+        group.push(Step::Status(Box::new(plan.status.clone()), view.group.rv));
         rv = None;
     }
     if plan.clear_handoff_request {
-        steps.push(Step::ClearRequest(rv));
+        group.push(Step::ClearRequest(rv));
     }
-    steps.extend(plan.writes.into_iter().map(Step::Pod));
-    steps
+    if plan.labels_first {
+        [pods, group].concat()
+    } else {
+        [group, pods].concat()
+    }
 }
 
 /// The group writes after a status write are conditional on the version it produced.

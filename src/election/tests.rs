@@ -116,6 +116,13 @@ impl World {
 
 fn apply_write(members: &mut [Member], w: &PodWrite) {
     if let Some(m) = members.iter_mut().find(|m| m.name == w.pod) {
+        let rv: u64 = m
+            .resource_version
+            .as_deref()
+            .unwrap_or("0")
+            .parse()
+            .unwrap();
+        m.resource_version = Some((rv + 1).to_string());
         match &w.change {
             PodChange::Label { role, term } => {
                 m.role = Some(role.to_string());
@@ -352,7 +359,10 @@ fn no_candidates_removes_the_leader_and_warns_once() {
     w.now = at(3);
     let plan = w.step();
     assert_eq!(w.leaders(), ["c"]);
-    assert_eq!(plan.status.term, 2);
+    assert_eq!(
+        plan.status.term, 3,
+        "term 2 was reserved for b, which never took over: it is never given to another pod"
+    );
     assert_eq!(plan.status.last_transition.unwrap().from.as_deref(), None);
 }
 
@@ -385,7 +395,10 @@ fn priority_preference_and_preemption() {
     let plan = w.step();
     assert_eq!(w.leaders(), ["d"]);
     assert_eq!(plan.transition, Some(TransitionReason::Preempted));
-    assert_eq!(plan.status.term, 2);
+    assert_eq!(
+        plan.status.term, 3,
+        "term 2 stays reserved for c, the successor"
+    );
 
     // Equal priority does not preempt.
     let mut e = pod("e", 1000);
@@ -940,7 +953,21 @@ fn next_term_table() {
         next: Some(&b),
         ..Choice::default()
     };
-    assert_eq!(next_term(&obs, &other), Term::Issue(2));
+    assert_eq!(
+        next_term(&obs, &other),
+        Term::Reserved(2),
+        "b is the reserved successor"
+    );
+    let c = w.members[2].clone();
+    let third = Choice {
+        next: Some(&c),
+        ..Choice::default()
+    };
+    assert_eq!(
+        next_term(&observe(&w), &third),
+        Term::Issue(3),
+        "above the reserved term"
+    );
     assert_eq!(next_term(&obs, &Choice::default()), Term::Keep(1));
     // A status lost (group recreated): the labelled leader's own term is adopted.
     w.status = ElectionGroupStatus::default();
@@ -1039,7 +1066,7 @@ fn an_abandoned_promotion_is_recorded_and_its_pod_written_before_anyone_is_promo
         1,
         "recorded until b's version moves"
     );
-    w.member("b").resource_version = Some("2".into());
+    // The release moved b's version (the world applied it): nothing more to fence.
     let plan = w.step();
     assert!(plan.status.abandoned.is_empty());
 }
@@ -1052,4 +1079,38 @@ fn a_forged_term_on_an_unmanaged_pod_is_not_believed() {
     assert_eq!(w.leaders(), ["a"]);
     assert_eq!(plan.status.term, 1);
     assert_eq!(w.member("a").term, Some(1));
+}
+
+#[test]
+fn a_failover_to_the_reserved_successor_labels_before_writing_status() {
+    let mut w = World::new(settings(|_| {}), trio());
+    let first = w.step();
+    assert!(
+        !first.labels_first,
+        "a first election records its term first"
+    );
+    let reserved = w.status.successor.clone().expect("a successor is reserved");
+    assert_eq!((reserved.pod.as_deref(), reserved.term), (Some("b"), 2));
+    w.remove("a");
+    let plan = w.step();
+    assert!(plan.labels_first, "term 2 is already recorded for b");
+    assert_eq!(w.leaders(), ["b"]);
+    assert_eq!(plan.status.term, 2);
+    assert_eq!(
+        plan.status
+            .successor
+            .as_ref()
+            .map(|s| (s.pod.as_deref(), s.term)),
+        Some((Some("c"), 3))
+    );
+    // Another pod than the reserved one: its term is recorded first, above the reservation.
+    w.member("c").ready = false;
+    w.member("c").ready_changed = Some(at(1));
+    w.members.push(pod("d", 50));
+    w.remove("b");
+    w.now = at(2);
+    let plan = w.step();
+    assert!(!plan.labels_first);
+    assert_eq!(w.leaders(), ["d"]);
+    assert_eq!(plan.status.term, 4, "3 stays c's");
 }
