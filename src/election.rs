@@ -151,8 +151,8 @@ pub struct Note {
 /// The outcome of a decision: writes in order, the new status, Events, and when to look again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// The pod writes may go before the status write: the only new term is one status already
-    /// reserved for the pod it goes to, and nothing needs fencing first.
+    /// The pod writes may go before the status write: the old leader is gone, the only new term
+    /// is one status already reserved for the pod it goes to, and nothing needs fencing first.
     pub labels_first: bool,
     /// Pod writes, each acknowledged before the next; made only after `status` is stored.
     pub writes: Vec<PodWrite>,
@@ -212,9 +212,14 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
         successor: successor(obs, &choice, &candidates, term, passed),
     };
     Plan {
+        // Only when the old leader is gone: had it been demoted first and the controller died
+        // before writing status, status would still name it, and a recovered pod could be
+        // promoted again under its old term.
         labels_first: matches!(term, Term::Reserved(_))
+            && seat.current.is_none()
+            && seat.pending.is_none()
             && status.abandoned.is_empty()
-            && seat.pending.is_none(),
+            && !obs.members.iter().any(|m| recorded(obs, m)),
         writes,
         status,
         notes,

@@ -214,6 +214,8 @@ struct Checker {
     owner_of_term: HashMap<i64, String>,
     highest_term: i64,
     status_term: i64,
+    /// (uid, term) of the leaders in the previous state.
+    leading: Vec<(String, Option<i64>)>,
 }
 
 impl Checker {
@@ -224,6 +226,11 @@ impl Checker {
         }
         for l in &leaders {
             let Some(t) = l.term else { continue };
+            let was_leading = self.leading.iter().any(|(u, _)| *u == l.uid);
+            // Leading again after a demotion is a new leadership: it needs a new term.
+            if !was_leading && self.owner_of_term.contains_key(&t) {
+                prop_assert!(false, "{} leads again under its old term {}", l.name, t);
+            }
             match self.owner_of_term.get(&t) {
                 Some(uid) => prop_assert_eq!(uid, &l.uid, "term {} carried by two pods", t),
                 None => {
@@ -239,6 +246,7 @@ impl Checker {
                 }
             }
         }
+        self.leading = leaders.iter().map(|l| (l.uid.clone(), l.term)).collect();
         prop_assert!(s.group.status.term >= self.status_term, "status.term fell");
         self.status_term = s.group.status.term;
         Ok(())
