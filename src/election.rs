@@ -212,14 +212,17 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
         successor: successor(obs, &choice, &candidates, term, passed),
     };
     Plan {
-        // Only when the old leader is gone: had it been demoted first and the controller died
-        // before writing status, status would still name it, and a recovered pod could be
-        // promoted again under its old term.
+        // Only when the old leader is gone or terminating (it can never lead again): had a
+        // leader that may recover been demoted first and the controller died before writing
+        // status, status would still name it, and it could be promoted again under its old term.
         labels_first: matches!(term, Term::Reserved(_))
-            && seat.current.is_none()
+            && seat.current.is_none_or(|c| c.terminating)
             && seat.pending.is_none()
             && status.abandoned.is_empty()
-            && !obs.members.iter().any(|m| recorded(obs, m)),
+            && !obs
+                .members
+                .iter()
+                .any(|m| recorded(obs, m) && !m.terminating),
         writes,
         status,
         notes,
@@ -420,7 +423,13 @@ pub fn choose<'m>(
         Some(Fitness::Grace(until)) => requeue.at(until, obs.now),
         Some(Fitness::Fit) => {
             let leader = current.expect("fitness implies a leader");
-            hand_over(obs, leader, candidates, &mut choice, notes);
+            // A planned handoff waits until the leader carries the term status records for it:
+            // otherwise a late write of that term (a stale writer's, say) could land on the old
+            // leader after its successor's higher term, while make-before-break overlaps them.
+            let settled = kept.is_some() && leader.term == Some(obs.status.term);
+            if settled {
+                hand_over(obs, leader, candidates, &mut choice, notes);
+            }
         }
     }
     choice

@@ -565,6 +565,9 @@ async fn apply_plan(
         role_label: &settings.role_label,
         old_role_label: old.role_label.as_deref(),
     };
+    debug!(leader = ?plan.status.leader, term = plan.status.term, successor = ?plan.status.successor,
+           abandoned = plan.status.abandoned.len(), labels_first = plan.labels_first,
+           writes = plan.writes.len(), "decided");
     // A failover to the reserved successor labels it first: its term is already in status.
     if plan.labels_first {
         for w in &plan.writes {
