@@ -240,8 +240,8 @@ pub struct ElectionGroupStatus {
     /// stale copy of its promotion fails its precondition; dropped once its version has moved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub abandoned: Vec<Abandoned>,
-    /// The candidate that leads next if the leader fails, with the term it will carry, recorded
-    /// ahead of need so that a failover can label it before writing status.
+    /// The candidate that leads next if the leader fails, with the term it will carry, reserved
+    /// ahead of need; a term reserved for a pod is never given to another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub successor: Option<Successor>,
 }

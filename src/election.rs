@@ -151,9 +151,6 @@ pub struct Note {
 /// The outcome of a decision: writes in order, the new status, Events, and when to look again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// The pod writes may go before the status write: the old leader is gone, the only new term
-    /// is one status already reserved for the pod it goes to, and nothing needs fencing first.
-    pub labels_first: bool,
     /// Pod writes, each acknowledged before the next; made only after `status` is stored.
     pub writes: Vec<PodWrite>,
     /// The status to write (only written when it differs), before any pod write.
@@ -212,17 +209,6 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
         successor: successor(obs, &choice, &candidates, term, passed),
     };
     Plan {
-        // Only when the old leader is gone or terminating (it can never lead again): had a
-        // leader that may recover been demoted first and the controller died before writing
-        // status, status would still name it, and it could be promoted again under its old term.
-        labels_first: matches!(term, Term::Reserved(_))
-            && seat.current.is_none_or(|c| c.terminating)
-            && seat.pending.is_none()
-            && status.abandoned.is_empty()
-            && !obs
-                .members
-                .iter()
-                .any(|m| recorded(obs, m) && !m.terminating),
         writes,
         status,
         notes,
@@ -537,8 +523,7 @@ pub enum Term {
     Adopt(i64),
     /// A new leadership: one above every term seen, recorded in status before any label.
     Issue(i64),
-    /// A new leadership for the reserved successor, with the term status already reserved for
-    /// it: the label may be written before status.
+    /// A new leadership for the reserved successor, with the term status reserved for it.
     Reserved(i64),
 }
 
@@ -1145,7 +1130,6 @@ pub fn reject(
     );
     next.conditions = conditions;
     Plan {
-        labels_first: false,
         writes: Vec::new(),
         status: next,
         notes,

@@ -566,24 +566,14 @@ async fn apply_plan(
         old_role_label: old.role_label.as_deref(),
     };
     debug!(leader = ?plan.status.leader, term = plan.status.term, successor = ?plan.status.successor,
-           abandoned = plan.status.abandoned.len(), labels_first = plan.labels_first,
+           abandoned = plan.status.abandoned.len(),
            writes = plan.writes.len(), "decided");
-    // A failover to the reserved successor labels it first: its term is already in status.
-    if plan.labels_first {
-        for w in &plan.writes {
-            if let Pass::Stale = write_pod(current, ns, w, &keys, g, ctx).await? {
-                return Ok(Pass::Stale);
-            }
-        }
-    }
     if let Pass::Stale = record_status(current, ns, old, plan, ctx, failover_since).await? {
         return Ok(Pass::Stale);
     }
-    if !plan.labels_first {
-        for w in &plan.writes {
-            if let Pass::Stale = write_pod(current, ns, w, &keys, g, ctx).await? {
-                return Ok(Pass::Stale);
-            }
+    for w in &plan.writes {
+        if let Pass::Stale = write_pod(current, ns, w, &keys, g, ctx).await? {
+            return Ok(Pass::Stale);
         }
     }
     if let Some(mirror) = mirror

@@ -156,11 +156,7 @@ fn plan_from(
     if plan.clear_handoff_request {
         group.push(Step::ClearRequest(rv));
     }
-    if plan.labels_first {
-        [pods, group].concat()
-    } else {
-        [group, pods].concat()
-    }
+    [group, pods].concat()
 }
 
 /// The group writes after a status write are conditional on the version it produced.
