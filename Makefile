@@ -5,7 +5,7 @@ KUBECONFIG   := $(CURDIR)/$(CLUSTER_DIR)/kubeconfig
 KUBECTL      := $(CLUSTER_DIR)/kubectl --kubeconfig $(KUBECONFIG)
 export KUBECONFIG
 
-.PHONY: help test unit e2e chaos chaos-short lint fmt crds cluster-up cluster-down run demo demo-down bench build
+.PHONY: help test unit model e2e chaos chaos-short lint fmt crds cluster-up cluster-down run demo demo-down bench build
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -17,6 +17,9 @@ test: unit e2e chaos-short ## Unit tests, end-to-end tests, then a short chaos r
 
 unit: ## Unit tests (pure logic, no cluster)
 	cargo test --lib --bins
+
+model: ## A long search of the decision model (PODIUM_MODEL_CASES, default 300000)
+	PODIUM_MODEL_CASES=$${PODIUM_MODEL_CASES:-300000} cargo test --release --lib -- election::model
 
 e2e: cluster-up ## End-to-end tests (brings the local cluster up first)
 	cargo test --test e2e -- --test-threads=$${E2E_THREADS:-4}

@@ -24,6 +24,8 @@ pub enum Outcome {
     Done,
     /// The object changed since the decision; it has been re-read, decide again.
     Stale,
+    /// No object of that name exists any more (recorded in the overlay).
+    Gone,
 }
 
 /// Every write names podium as its field manager, so `managedFields` tells who wrote what.
@@ -285,7 +287,7 @@ pub async fn pod(
         }
         Err(e) if is_not_found(&e) => {
             ctx.overlay.pod_deleted(&w.uid);
-            Ok(Outcome::Stale)
+            Ok(Outcome::Gone)
         }
         Err(e) => Err(e),
     }

@@ -201,6 +201,11 @@ pub struct ElectionGroupStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub leader_uid: Option<String>,
+    /// The leader pod's resourceVersion when its leadership was decided: a recorded leader
+    /// without its label is promoted only while the pod is still at this version (after that,
+    /// it may be a leader that was demoted, which must never lead again under the same term).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_resource_version: Option<String>,
     /// Fencing term: rises on every change of leader (numbers reserved for a successor that
     /// did not take over are skipped), never decreases.
     #[serde(default)]
@@ -241,7 +246,8 @@ pub struct ElectionGroupStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub abandoned: Vec<Abandoned>,
     /// The candidate that leads next if the leader fails, with the term it will carry, reserved
-    /// ahead of need; a term reserved for a pod is never given to another.
+    /// ahead of need so that a failover can label it before writing status; a term reserved for
+    /// a pod is never given to another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub successor: Option<Successor>,
 }

@@ -151,7 +151,11 @@ pub struct Note {
 /// The outcome of a decision: writes in order, the new status, Events, and when to look again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// Pod writes, each acknowledged before the next; made only after `status` is stored.
+    /// The pod writes go before the status write: a failover to the reserved successor, whose
+    /// term status already records, with nothing to fence first.
+    pub labels_first: bool,
+    /// Pod writes, each acknowledged before the next; made after `status` is stored unless
+    /// `labels_first`.
     pub writes: Vec<PodWrite>,
     /// The status to write (only written when it differs), before any pod write.
     pub status: ElectionGroupStatus,
@@ -175,7 +179,7 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
     let candidates = candidates(obs, &foreign, &mut requeue);
     let seat = seat(obs, &foreign);
     let choice = choose(obs, &seat, &candidates, &mut notes, &mut requeue);
-    let term = next_term(obs, &choice);
+    let term = next_term(obs, &seat, &choice);
     let passed = passed_heir(obs, &seat, &choice);
     let abandoned = if obs.settings.paused {
         obs.status.abandoned.clone()
@@ -194,6 +198,7 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
     let status = ElectionGroupStatus {
         leader: choice.next.map(|m| m.name.clone()),
         leader_uid: choice.next.map(|m| m.uid.clone()),
+        leader_resource_version: leader_version(obs, choice.next, term),
         term: term.value(),
         leader_since: moved.leader_since.map(Time),
         members: count(obs.members.len()),
@@ -209,6 +214,11 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
         successor: successor(obs, &choice, &candidates, term, passed),
     };
     Plan {
+        labels_first: matches!(term, Term::Reserved(_))
+            && choice.reason == Some(TransitionReason::Failover)
+            && seat.pending.is_none()
+            && obs.status.abandoned.is_empty()
+            && status.abandoned.is_empty(),
         writes,
         status,
         notes,
@@ -319,12 +329,29 @@ pub fn seat<'m>(obs: &Observation<'m>, foreign: &[&Member]) -> Seat<'m> {
                 )
                 .then_with(|| order(b, a))
         });
-    let pending = obs
-        .members
-        .iter()
-        .filter(ours)
-        .find(|m| recorded(obs, m) && m.role.as_deref() != Some(LEADER));
+    // Only at the version its promotion was decided at: a pod that has changed since may be a
+    // leader that was demoted (say, by a pass that died before writing status), and must not
+    // lead again under the same term.
+    let pending = obs.members.iter().filter(ours).find(|m| {
+        recorded(obs, m)
+            && m.role.as_deref() != Some(LEADER)
+            && obs.status.leader_resource_version.is_some()
+            && m.resource_version == obs.status.leader_resource_version
+    });
     Seat { current, pending }
+}
+
+/// The version recorded with the leader: unchanged while its leadership continues, else the
+/// version the new leader was chosen at.
+fn leader_version(obs: &Observation<'_>, next: Option<&Member>, term: Term) -> Option<String> {
+    let next = next?;
+    let continues = obs.status.leader_uid.as_deref() == Some(next.uid.as_str())
+        && obs.status.term == term.value();
+    if continues {
+        obs.status.leader_resource_version.clone()
+    } else {
+        next.resource_version.clone()
+    }
 }
 
 /// Who leads next and why.
@@ -556,14 +583,19 @@ fn reserved_term(obs: &Observation<'_>) -> i64 {
 }
 
 /// Chooses the term: a recorded leadership keeps its term, anything else gets a fresh one.
-pub fn next_term(obs: &Observation<'_>, choice: &Choice<'_>) -> Term {
+pub fn next_term(obs: &Observation<'_>, seat: &Seat<'_>, choice: &Choice<'_>) -> Term {
     let seen = term_seen(obs);
     let reserved = reserved_term(obs);
     let Some(next) = choice.next else {
         return Term::Keep(seen);
     };
     let status_term = obs.status.term.clamp(0, MAX_TERM);
-    if recorded(obs, next) && status_term >= 1 && status_term == seen {
+    // The recorded leadership continues only on the pod that holds it or is about to.
+    let holds = [seat.current, seat.pending]
+        .iter()
+        .flatten()
+        .any(|m| m.uid == next.uid);
+    if recorded(obs, next) && holds && status_term >= 1 && status_term == seen {
         return Term::Keep(status_term);
     }
     if obs.status.leader.is_none()
@@ -621,10 +653,24 @@ pub fn successor(
     let Some(next) = choice.next else {
         return keep();
     };
-    let Some(heir) = rotate(next, candidates, obs.settings.preference) else {
+    let used = matches!(term, Term::Reserved(_));
+    // The reservation stays on its pod while that pod may take over: moving it elsewhere would
+    // mean writing the pod first, so that no stale failover can still label it.
+    let sticky = obs
+        .status
+        .successor
+        .as_ref()
+        .filter(|_| !used)
+        .and_then(|s| {
+            candidates.iter().copied().find(|c| {
+                s.uid.as_deref() == Some(c.uid.as_str())
+                    && c.uid != next.uid
+                    && passed.is_none_or(|p| p.uid != c.uid)
+            })
+        });
+    let Some(heir) = sticky.or_else(|| rotate(next, candidates, obs.settings.preference)) else {
         return keep();
     };
-    let used = matches!(term, Term::Reserved(_));
     let floor = term.value().max(if used { 0 } else { reserved_term(obs) });
     match &obs.status.successor {
         Some(s)
@@ -650,8 +696,9 @@ fn written_role_label(obs: &Observation<'_>) -> Option<String> {
     }
 }
 
-/// The reserved successor this decision passes over while leadership moves: someone may be
-/// promoting it from an older view, and that promotion must not land later. A successor that is
+/// The reserved successor this decision passes over (leadership moves elsewhere, or it was passed
+/// over for failed promotions): someone may be promoting it from an older view, and that
+/// promotion must not land later. A successor that is
 /// not Ready or is terminating needs nothing: that change moved its resourceVersion past every
 /// view in which it was a candidate.
 pub fn passed_heir<'m>(
@@ -659,9 +706,10 @@ pub fn passed_heir<'m>(
     seat: &Seat<'_>,
     choice: &Choice<'_>,
 ) -> Option<&'m Member> {
-    let moving = choice.reason.is_some() || seat.current.is_none();
-    let s = obs.status.successor.as_ref().filter(|_| moving)?;
-    let uid = s.uid.as_deref()?;
+    // Completing a recorded promotion moves nothing: the successor in status was reserved by
+    // the same write that recorded it.
+    let moving = choice.reason.is_some() || (seat.current.is_none() && !choice.completing);
+    let uid = obs.status.successor.as_ref()?.uid.as_deref()?;
     if choice.next.is_some_and(|n| n.uid == uid) {
         return None;
     }
@@ -669,6 +717,9 @@ pub fn passed_heir<'m>(
         .iter()
         .chain(obs.departed)
         .find(|m| m.uid == uid && m.ready && !m.terminating)
+        // A successor passed over for failed promotions loses its reservation without any change
+        // of its own: it is fenced like one passed over by a move of leadership.
+        .filter(|m| moving || obs.passed_over.contains(&m.name))
 }
 
 /// The abandoned promotions whose pods still need a write: those carried over whose pod is still
@@ -1130,6 +1181,7 @@ pub fn reject(
     );
     next.conditions = conditions;
     Plan {
+        labels_first: false,
         writes: Vec::new(),
         status: next,
         notes,

@@ -123,9 +123,15 @@ impl Overlay {
 
     /// The cached pod is known to be gone.
     pub fn pod_gone(&self, cached: &Pod) -> bool {
-        let Some(uid) = cached.metadata.uid.as_ref() else {
-            return false;
-        };
+        cached
+            .metadata
+            .uid
+            .as_ref()
+            .is_some_and(|uid| self.uid_gone(uid))
+    }
+
+    /// The pod with this UID is known to be gone.
+    pub fn uid_gone(&self, uid: &str) -> bool {
         self.gone
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -70,6 +70,14 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Reading a pod the cache does not show failed.
+    #[error("reading pod {namespace}/{pod}: {}", brief(source))]
+    PodRead {
+        namespace: String,
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
     /// The pod or group cache never became ready.
     #[error("waiting for the {0} cache: {1}")]
     Cache(&'static str, String),
@@ -99,6 +107,7 @@ impl Error {
             Error::PodWrite { source, .. }
             | Error::Status { source, .. }
             | Error::Metadata { source, .. }
+            | Error::PodRead { source, .. }
             | Error::Lease { source, .. } => match source {
                 kube::Error::Api(s) if s.code == 403 => "forbidden",
                 kube::Error::Api(s) if s.code == 409 => "conflict",
@@ -434,18 +443,56 @@ struct Gathered {
     pods: HashMap<String, Arc<Pod>>,
 }
 
+/// The reserved successor when the pod cache does not show it (yet), read from the API server:
+/// a failover may label that pod before writing status, so a decision that moves the
+/// reservation elsewhere must see the pod to fence it first.
+async fn unseen_successor(
+    current: &ElectionGroup,
+    ns: &str,
+    ctx: &Context,
+) -> Result<Option<Arc<Pod>>, Error> {
+    let Some(s) = current.status.as_ref().and_then(|s| s.successor.as_ref()) else {
+        return Ok(None);
+    };
+    let (Some(name), Some(uid)) = (s.pod.as_deref(), s.uid.as_deref()) else {
+        return Ok(None);
+    };
+    let cached = ctx.pods.get(&ObjectRef::new(name).within(ns));
+    if cached.is_some_and(|p| p.uid().as_deref() == Some(uid)) || ctx.overlay.uid_gone(uid) {
+        return Ok(None);
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let read = api.get_opt(name).await.map_err(|source| Error::PodRead {
+        namespace: ns.to_string(),
+        pod: name.to_string(),
+        source,
+    })?;
+    match read {
+        Some(p) if p.uid().as_deref() == Some(uid) => Ok(Some(Arc::new(apply::slim(p)))),
+        _ => {
+            ctx.overlay.pod_deleted(uid);
+            Ok(None)
+        }
+    }
+}
+
 /// Collects the group's members from the pod cache, with podium's newer writes and reads.
-fn gather(current: &ElectionGroup, ns: &str, settings: &Settings, ctx: &Context) -> Gathered {
+fn gather(
+    current: &ElectionGroup,
+    ns: &str,
+    settings: &Settings,
+    unseen: Option<Arc<Pod>>,
+    ctx: &Context,
+) -> Gathered {
     let pods: HashMap<String, Arc<Pod>> = ctx
         .pods
         .state()
         .iter()
         .filter(|p| p.namespace().as_deref() == Some(ns))
         .filter(|p| !ctx.overlay.pod_gone(p))
-        .map(|p| {
-            let p = ctx.overlay.pod(p);
-            (p.name_any(), p)
-        })
+        .map(|p| ctx.overlay.pod(p))
+        .chain(unseen)
+        .map(|p| (p.name_any(), p))
         .collect();
     let others: Vec<Claim> = ctx
         .groups
@@ -509,7 +556,8 @@ async fn decide_and_apply(
     } else {
         None
     };
-    let mut g = gather(current, ns, &settings, ctx);
+    let unseen = unseen_successor(current, ns, ctx).await?;
+    let mut g = gather(current, ns, &settings, unseen, ctx);
     // Stable order, so that Events and writes do not depend on the cache's hash order.
     g.members.sort_by(|a, b| a.name.cmp(&b.name));
     g.departed.sort_by(|a, b| a.name.cmp(&b.name));
@@ -545,8 +593,10 @@ async fn decide_and_apply(
     .await
 }
 
-/// Applies a plan: status first (it records any new term), then the handoff request, then pods
-/// one by one in the plan's order, then the Lease mirror.
+/// Applies a plan: status first (it records any new term; a failover to the reserved successor
+/// labels first), then the handoff request, then pods one by one in the plan's order, then the
+/// Lease mirror; the Events last, so that they never
+/// compete with a failover's writes.
 #[allow(clippy::too_many_arguments)]
 async fn apply_plan(
     current: &mut ElectionGroup,
@@ -559,29 +609,59 @@ async fn apply_plan(
     ctx: &Context,
     failover_since: &mut Option<Timestamp>,
 ) -> Result<Pass, Error> {
+    debug!(leader = ?plan.status.leader, term = plan.status.term, successor = ?plan.status.successor,
+           abandoned = plan.status.abandoned.len(), labels_first = plan.labels_first,
+           writes = plan.writes.len(), "decided");
     let name = current.name_any();
     let keys = PodKeys {
         group: &name,
         role_label: &settings.role_label,
         old_role_label: old.role_label.as_deref(),
     };
-    debug!(leader = ?plan.status.leader, term = plan.status.term, successor = ?plan.status.successor,
-           abandoned = plan.status.abandoned.len(),
-           writes = plan.writes.len(), "decided");
+    // A failover to the reserved successor labels it first: status already records its term.
+    if plan.labels_first
+        && let Pass::Stale = write_pods(current, ns, plan, &keys, g, ctx).await?
+    {
+        return Ok(Pass::Stale);
+    }
     if let Pass::Stale = record_status(current, ns, old, plan, ctx, failover_since).await? {
         return Ok(Pass::Stale);
     }
-    for w in &plan.writes {
-        if let Pass::Stale = write_pod(current, ns, w, &keys, g, ctx).await? {
-            return Ok(Pass::Stale);
-        }
+    let pass = apply_recorded(current, ns, plan, &keys, g, mirror, ctx).await;
+    // Announced once the status that records it is stored, whatever happens to the pods: the
+    // decision that finishes the job announces nothing new.
+    publish(current, &plan.notes, ctx);
+    if let Ok(Pass::Done(_)) = pass {
+        record(current, ns, plan, failover_since.take(), ctx);
+    }
+    pass
+}
+
+/// The writes that follow a stored status: the handoff request, the pods, the Lease mirror.
+async fn apply_recorded(
+    current: &mut ElectionGroup,
+    ns: &str,
+    plan: &Plan,
+    keys: &PodKeys<'_>,
+    g: &Gathered,
+    mirror: Option<LeaseMirror>,
+    ctx: &Context,
+) -> Result<Pass, Error> {
+    if plan.clear_handoff_request
+        && apply::clear_handoff_request(current, ctx).await? == Outcome::Stale
+    {
+        return Ok(Pass::Stale);
+    }
+    if !plan.labels_first
+        && let Pass::Stale = write_pods(current, ns, plan, keys, g, ctx).await?
+    {
+        return Ok(Pass::Stale);
     }
     if let Some(mirror) = mirror
         && apply::publish_lease(current, mirror, &plan.status, ctx).await? == Outcome::Stale
     {
         return Ok(Pass::Stale);
     }
-    record(current, ns, plan, failover_since.take(), ctx);
     Ok(Pass::Done(
         plan.requeue_after.map_or_else(Action::await_change, |d| {
             Action::requeue(d + Duration::from_millis(5))
@@ -589,8 +669,25 @@ async fn apply_plan(
     ))
 }
 
-/// Writes the plan's status, announces and counts the transition it records (once, whatever
-/// happens to the pods afterwards), and consumes a handoff request.
+/// Makes the plan's pod writes in order, each acknowledged before the next.
+async fn write_pods(
+    current: &mut ElectionGroup,
+    ns: &str,
+    plan: &Plan,
+    keys: &PodKeys<'_>,
+    g: &Gathered,
+    ctx: &Context,
+) -> Result<Pass, Error> {
+    for w in &plan.writes {
+        if let Pass::Stale = write_pod(current, ns, w, keys, g, ctx).await? {
+            return Ok(Pass::Stale);
+        }
+    }
+    Ok(Pass::Done(Action::await_change()))
+}
+
+/// Writes the plan's status and counts the transition it records (once, whatever happens to
+/// the pods afterwards).
 async fn record_status(
     current: &mut ElectionGroup,
     ns: &str,
@@ -604,15 +701,9 @@ async fn record_status(
     {
         return Ok(Pass::Stale);
     }
-    publish(current, &plan.notes, ctx);
     record_transition(current, ns, plan, ctx);
     if plan.unfit_since.is_some() {
         *failover_since = plan.unfit_since;
-    }
-    if plan.clear_handoff_request
-        && apply::clear_handoff_request(current, ctx).await? == Outcome::Stale
-    {
-        return Ok(Pass::Stale);
     }
     Ok(Pass::Done(Action::await_change()))
 }
@@ -637,7 +728,11 @@ async fn write_pod(
             debug!(pod = %w.pod, change = ?w.change, "pod written");
             Ok(Pass::Done(Action::await_change()))
         }
-        Ok(Outcome::Stale) => Ok(Pass::Stale),
+        // A pod that is gone carries no label any more: taking its labels off is done; only a
+        // promotion needs a new decision. (A same-named replacement fails the UID precondition
+        // with a conflict instead.)
+        Ok(Outcome::Gone) if !promotion => Ok(Pass::Done(Action::await_change())),
+        Ok(Outcome::Stale | Outcome::Gone) => Ok(Pass::Stale),
         Err(source) => {
             let role = match &w.change {
                 PodChange::Label { role, .. } => *role,
@@ -771,7 +866,7 @@ async fn cleanup(group: &mut ElectionGroup, ns: &str, ctx: &Context) -> Result<P
             },
         };
         match apply::pod(ns, &w, &keys, Some(pod.clone()), ctx).await {
-            Ok(Outcome::Done) => {}
+            Ok(Outcome::Done | Outcome::Gone) => {}
             Ok(Outcome::Stale) => return Ok(Pass::Stale),
             Err(source) => {
                 return Err(Error::PodWrite {

@@ -156,7 +156,11 @@ fn plan_from(
     if plan.clear_handoff_request {
         group.push(Step::ClearRequest(rv));
     }
-    [group, pods].concat()
+    if plan.labels_first {
+        [pods, group].concat()
+    } else {
+        [group, pods].concat()
+    }
 }
 
 /// The group writes after a status write are conditional on the version it produced.
@@ -436,8 +440,16 @@ fn world_op(
     }
 }
 
+fn model_cases() -> u32 {
+    std::env::var("PODIUM_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+    // `PODIUM_MODEL_CASES` runs a longer search (`make model`).
+    #![proptest_config(ProptestConfig { cases: model_cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn stale_writers_crashes_and_churn_never_break_the_invariants(

@@ -894,11 +894,16 @@ fn seat_finds_the_recorded_leader_and_a_pending_promotion() {
     // Status records b (term 2) but only a carries the label: b's promotion is in flight.
     w.status.leader = Some("b".into());
     w.status.leader_uid = Some("uid-b".into());
+    w.status.leader_resource_version = w.member("b").resource_version.clone();
     w.status.term = 2;
     let obs = observe(&w);
     let s = seat(&obs, &[]);
     assert_eq!(s.current.map(|m| m.name.as_str()), Some("a"));
     assert_eq!(s.pending.map(|m| m.name.as_str()), Some("b"));
+    // Once b has changed, the record may be of a leadership that ended: not in flight.
+    w.member("b").resource_version = Some("7".into());
+    let obs = observe(&w);
+    assert_eq!(seat(&obs, &[]).pending.map(|m| m.name.as_str()), None);
 }
 
 #[test]
@@ -907,6 +912,7 @@ fn a_recorded_promotion_is_completed_with_its_term_and_announced_once() {
     w.step();
     w.status.leader = Some("b".into());
     w.status.leader_uid = Some("uid-b".into());
+    w.status.leader_resource_version = w.member("b").resource_version.clone();
     w.status.term = 2;
     let plan = w.step();
     assert_eq!(w.leaders(), ["b"]);
@@ -948,13 +954,13 @@ fn next_term_table() {
         next: Some(&a),
         ..Choice::default()
     };
-    assert_eq!(next_term(&obs, &keep), Term::Keep(1));
+    assert_eq!(next_term(&obs, &seat(&obs, &[]), &keep), Term::Keep(1));
     let other = Choice {
         next: Some(&b),
         ..Choice::default()
     };
     assert_eq!(
-        next_term(&obs, &other),
+        next_term(&obs, &seat(&obs, &[]), &other),
         Term::Reserved(2),
         "b is the reserved successor"
     );
@@ -964,19 +970,25 @@ fn next_term_table() {
         ..Choice::default()
     };
     assert_eq!(
-        next_term(&observe(&w), &third),
+        next_term(&observe(&w), &seat(&observe(&w), &[]), &third),
         Term::Issue(3),
         "above the reserved term"
     );
-    assert_eq!(next_term(&obs, &Choice::default()), Term::Keep(1));
+    assert_eq!(
+        next_term(&obs, &seat(&obs, &[]), &Choice::default()),
+        Term::Keep(1)
+    );
     // A status lost (group recreated): the labelled leader's own term is adopted.
     w.status = ElectionGroupStatus::default();
     let obs = observe(&w);
-    assert_eq!(next_term(&obs, &keep), Term::Adopt(1));
+    assert_eq!(next_term(&obs, &seat(&obs, &[]), &keep), Term::Adopt(1));
     // At the cap the term stops rising instead of wrapping.
     w.status.term = MAX_TERM;
     let obs = observe(&w);
-    assert_eq!(next_term(&obs, &other), Term::Issue(MAX_TERM));
+    assert_eq!(
+        next_term(&obs, &seat(&obs, &[]), &other),
+        Term::Issue(MAX_TERM)
+    );
 }
 
 #[test]
@@ -1107,4 +1119,99 @@ fn a_failover_to_the_reserved_successor_gives_it_the_reserved_term() {
     let plan = w.step();
     assert_eq!(w.leaders(), ["d"]);
     assert_eq!(plan.status.term, 4, "3 stays c's");
+}
+
+#[test]
+fn completing_a_recorded_failover_keeps_the_successor_it_reserved() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    w.remove("a");
+    // The failover's status lands (b recorded, c reserved), its label does not.
+    let recorded = w.decide();
+    w.status = recorded.status.clone();
+    let reserved = w.status.successor.clone().expect("c is reserved");
+    assert_eq!(reserved.pod.as_deref(), Some("c"));
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["b"]);
+    assert_eq!(
+        changes(&plan),
+        [(
+            "b",
+            PodChange::Label {
+                role: LEADER,
+                term: Some(2)
+            }
+        )],
+        "only b's label: c was not passed over"
+    );
+    assert!(plan.status.abandoned.is_empty());
+    assert_eq!(plan.status.successor, Some(reserved));
+}
+
+#[test]
+fn a_demoted_leader_whose_status_was_not_written_never_leads_again_under_its_term() {
+    let mut w = World::new(settings(|_| {}), vec![pod("a", 300), pod("b", 200)]);
+    w.step();
+    assert_eq!((w.leaders(), w.status.term), (vec!["a"], 1));
+    // a turns NotReady; a failover demotes it, and dies before labelling b or writing status.
+    w.member("a").ready = false;
+    let plan = w.decide();
+    assert!(plan.labels_first, "b's term 2 is reserved");
+    apply_write(&mut w.members, &plan.writes[0]);
+    assert_eq!(plan.writes[0].pod, "a");
+    // a recovers, and b is gone: a is the only candidate, recorded in status with term 1.
+    w.member("a").ready = true;
+    w.remove("b");
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["a"]);
+    assert!(
+        plan.status.term > 1,
+        "a new leadership: term {}",
+        plan.status.term
+    );
+    assert_eq!(w.member("a").term, Some(plan.status.term));
+    assert!(!plan.labels_first, "its term is not reserved: status first");
+}
+
+#[test]
+fn a_failover_to_the_reserved_successor_labels_before_writing_status() {
+    let mut w = World::new(settings(|_| {}), trio());
+    let first = w.step();
+    assert!(
+        !first.labels_first,
+        "a first election records its term first"
+    );
+    w.remove("a");
+    let plan = w.step();
+    assert!(plan.labels_first, "term 2 is already recorded for b");
+    assert_eq!((w.leaders(), plan.status.term), (vec!["b"], 2));
+    // A manual handoff is planned: status first.
+    w.request = Some("c".into());
+    let plan = w.step();
+    assert!(!plan.labels_first);
+    assert_eq!(w.leaders(), ["c"]);
+}
+
+#[test]
+fn a_reservation_stays_on_its_pod_while_it_may_take_over() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    let reserved = w.status.successor.clone();
+    assert_eq!(reserved.as_ref().and_then(|s| s.pod.as_deref()), Some("b"));
+    // A pod joins; the rotation order changes, the reservation does not, and nothing is fenced.
+    w.members.push(pod("d", 400));
+    let plan = w.step();
+    assert_eq!(plan.status.successor, reserved);
+    assert!(plan.status.abandoned.is_empty());
+    // b is passed over for failed promotions: it loses the reservation and is fenced.
+    w.passed_over = vec!["b".into()];
+    let plan = w.step();
+    assert_ne!(
+        plan.status
+            .successor
+            .as_ref()
+            .and_then(|s| s.uid.as_deref()),
+        Some("uid-b")
+    );
+    assert_eq!(changes(&plan)[0].0, "b", "b's version moves first");
 }
