@@ -7,6 +7,7 @@ mod groups;
 mod handoff;
 mod hostile;
 mod invalid;
+mod member;
 mod operations;
 mod safety;
 mod support;

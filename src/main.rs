@@ -11,7 +11,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tracing::{error, info};
 
+use std::time::Duration;
+
 use podium::leadership;
+use podium::member::supervise::{self, ExecConfig};
+use podium::member::{Member, MemberConfig, files, print_changes};
 use podium::metrics::Metrics;
 use podium::reconcile::{self, Options};
 use podium::server::{self, Health};
@@ -33,6 +37,56 @@ enum Command {
     Crd,
     /// Run the operator.
     Run(RunArgs),
+    /// Follow this pod's role (POD_NAME, POD_NAMESPACE): print it, keep files, or run a command
+    /// while leading.
+    Member(MemberArgs),
+}
+
+#[derive(clap::Args)]
+struct MemberArgs {
+    /// Kubeconfig file; without it, the in-cluster config or $KUBECONFIG is used.
+    #[arg(long, env = "PODIUM_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// How long the watch may stay broken before the role is `unknown`.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    unknown_after: Duration,
+    /// Log format (logs go to stderr).
+    #[arg(long, value_enum, default_value = "text", env = "PODIUM_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    action: MemberAction,
+}
+
+#[derive(Subcommand)]
+enum MemberAction {
+    /// Print one JSON line per change: {"role","term","group","leader","at"}.
+    Watch,
+    /// Run CMD only while this pod leads, with PODIUM_TERM set; SIGTERM on losing leadership.
+    Exec {
+        /// How long CMD has after SIGTERM before SIGKILL.
+        #[arg(long, default_value = "10s", value_parser = duration)]
+        grace: Duration,
+        /// Stop CMD once the role has been `unknown` this long (default: keep it running; the
+        /// term fences it).
+        #[arg(long, value_parser = duration)]
+        step_down_after_unknown: Option<Duration>,
+        /// The command and its arguments (after `--`).
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Keep DIR/role, DIR/term and DIR/leader current (written whole, renamed into place).
+    Files {
+        /// The directory, e.g. an emptyDir shared with the application.
+        dir: PathBuf,
+    },
+}
+
+/// Parses `10s`, `500ms`, `1m`.
+fn duration(s: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration like 10s or 500ms: {e}"))?;
+    Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))
 }
 
 #[derive(clap::Args)]
@@ -87,8 +141,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Member(args) => {
+            init_logging(args.log_format, true);
+            block_on(member(args))
+        }
         Command::Run(args) => {
-            init_logging(args.log_format);
+            init_logging(args.log_format, false);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -110,16 +168,79 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, stderr: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let ansi = if stderr {
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+    } else {
+        std::io::IsTerminal::is_terminal(&std::io::stdout())
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi);
+        .with_ansi(ansi)
+        .with_writer(move || -> Box<dyn std::io::Write> {
+            if stderr {
+                Box::new(std::io::stderr())
+            } else {
+                Box::new(std::io::stdout())
+            }
+        });
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs a `podium member` action to its exit code.
+fn block_on(action: impl std::future::Future<Output = Result<i32, String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(action);
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            error!(error = %e, "podium member stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn member(args: MemberArgs) -> Result<i32, String> {
+    let mut config = MemberConfig::from_env(args.unknown_after).map_err(|e| e.to_string())?;
+    if let MemberAction::Exec {
+        step_down_after_unknown,
+        ..
+    } = &args.action
+    {
+        config.step_down_after_unknown = *step_down_after_unknown;
+    }
+    let client = client(args.kubeconfig.as_ref())
+        .await
+        .map_err(|e| e.to_string())?;
+    let member = Member::start(client, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    match args.action {
+        MemberAction::Watch => print_changes(&member)
+            .await
+            .map(|()| 0)
+            .map_err(|e| format!("writing to stdout: {e}")),
+        MemberAction::Files { dir } => files::keep(&member, &dir)
+            .await
+            .map(|()| 0)
+            .map_err(|e| format!("writing {}: {e}", dir.display())),
+        MemberAction::Exec { grace, command, .. } => {
+            supervise::exec(&member, &ExecConfig { command, grace })
+                .await
+                .map_err(|e| e.to_string())
+        }
     }
 }
 
@@ -148,7 +269,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     tokio::spawn(async move {
-        wait_for_signal().await;
+        podium::signals::terminated().await;
         info!("shutting down");
         let _ = stop_tx.send(true);
     });
@@ -222,26 +343,4 @@ fn default_identity() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "podium".into());
     format!("{host}-{}", std::process::id())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
