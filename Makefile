@@ -5,7 +5,7 @@ KUBECONFIG   := $(CURDIR)/$(CLUSTER_DIR)/kubeconfig
 KUBECTL      := $(CLUSTER_DIR)/kubectl --kubeconfig $(KUBECONFIG)
 export KUBECONFIG
 
-.PHONY: help test unit model e2e chaos chaos-short lint fmt crds cluster-up cluster-down run demo demo-down bench build
+.PHONY: help test unit model e2e chaos chaos-short lint fmt crds cluster-up cluster-down run demo demo-down bench build go-client
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -13,10 +13,15 @@ help: ## List the targets
 build: ## Build the podium binary
 	cargo build --bins
 
-test: unit e2e chaos-short ## Unit tests, end-to-end tests, then a short chaos run
+test: unit go-client e2e chaos-short ## Unit tests, the Go client's tests, end-to-end tests, then a short chaos run
 
 unit: ## Unit tests (pure logic, no cluster)
 	cargo test --lib --bins
+
+go-client: ## Go client: vet, test, and build target/go/podium-member-go
+	cd clients/go && go vet ./...
+	cd clients/go && go test ./...
+	cd clients/go && CGO_ENABLED=0 go build -trimpath -o ../../target/go/podium-member-go ./cmd/podium-member-go
 
 model: ## A long search of the decision model (PODIUM_MODEL_CASES, default 300000)
 	PODIUM_MODEL_CASES=$${PODIUM_MODEL_CASES:-300000} cargo test --release --lib -- election::model

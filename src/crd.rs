@@ -264,6 +264,11 @@ pub struct Successor {
     pub uid: Option<String>,
     /// The term it carries when it takes over; no other pod is ever given this term.
     pub term: i64,
+    /// The pod's resourceVersion when this was recorded: a failover labels the successor before
+    /// writing status only while the pod is still at this version (so never from a stale copy
+    /// of status whose reservation has since moved on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
 }
 
 /// A promotion that was recorded in status and then abandoned before its label was written.

@@ -6,10 +6,13 @@
 //! which term (`next_term`), the pod writes in a safe order (`plan_writes`), the transition and
 //! its Events (`transition`), and the conditions (`conditions`).
 //!
-//! Safety rests on one rule the reconciler keeps: the status that records a new term is written
-//! (conditionally on the group's resourceVersion) before any pod write, and every pod write is
-//! conditional on the resourceVersion the decision saw. A promotion recorded in status but not yet
-//! on the pod (`pending`) is completed by whoever decides next. When it is abandoned instead, the
+//! Safety rests on one rule the reconciler keeps: every term is recorded in status (conditionally
+//! on the group's resourceVersion) before a pod carries it — either by the status write that
+//! precedes the plan's pod writes, or ahead of need as the reserved successor's term, which a
+//! failover may label first only while that pod is still at the version the reservation pinned —
+//! and every pod write is conditional on the resourceVersion the decision saw. A promotion
+//! recorded in status but not yet on the pod (`pending`, at its pinned version) is completed by
+//! whoever decides next. When it is abandoned instead, the
 //! status that forgets it lists the pod in `abandoned` with the version it had, and every decision
 //! writes that pod before promoting anyone until its version has moved: a stale writer's copy of
 //! the promotion then fails its precondition, or lands first and is demoted like any leader.
@@ -157,7 +160,8 @@ pub struct Plan {
     /// Pod writes, each acknowledged before the next; made after `status` is stored unless
     /// `labels_first`.
     pub writes: Vec<PodWrite>,
-    /// The status to write (only written when it differs), before any pod write.
+    /// The status to write (only written when it differs), before the pod writes unless
+    /// `labels_first`.
     pub status: ElectionGroupStatus,
     /// Events to publish.
     pub notes: Vec<Note>,
@@ -216,6 +220,11 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
     Plan {
         labels_first: matches!(term, Term::Reserved(_))
             && choice.reason == Some(TransitionReason::Failover)
+            && choice.next.is_some_and(|n| {
+                n.resource_version.is_some()
+                    && obs.status.successor.as_ref().map(|s| &s.resource_version)
+                        == Some(&n.resource_version)
+            })
             && seat.pending.is_none()
             && obs.status.abandoned.is_empty()
             && status.abandoned.is_empty(),
@@ -624,9 +633,10 @@ pub fn next_term(obs: &Observation<'_>, seat: &Seat<'_>, choice: &Choice<'_>) ->
     Term::Issue(seen.max(reserved).saturating_add(1).min(MAX_TERM))
 }
 
-/// The successor to reserve: the candidate a scheduled handoff would move to next (with
-/// `Oldest`, the next in age order, wrapping; with `Priority`, within the top tier), with a term
-/// above every term seen or reserved. A reservation that still names that pod is kept as it is.
+/// The successor to reserve, with a term above every term seen or reserved, pinned to the pod's
+/// current version: the reserved pod while it may still take over (it is pinned anew when it
+/// changes), else the candidate a scheduled handoff would move to next (with `Oldest`, the next
+/// in age order, wrapping; with `Priority`, within the top tier).
 pub fn successor(
     obs: &Observation<'_>,
     choice: &Choice<'_>,
@@ -643,6 +653,7 @@ pub fn successor(
                 pod: None,
                 uid: None,
                 term: s.term,
+                resource_version: None,
             },
             None => s,
         })
@@ -673,15 +684,20 @@ pub fn successor(
     };
     let floor = term.value().max(if used { 0 } else { reserved_term(obs) });
     match &obs.status.successor {
+        // Kept, pinned to the version seen now.
         Some(s)
             if !used && s.uid.as_deref() == Some(heir.uid.as_str()) && s.term > term.value() =>
         {
-            Some(s.clone())
+            Some(Successor {
+                resource_version: heir.resource_version.clone(),
+                ..s.clone()
+            })
         }
         _ => Some(Successor {
             pod: Some(heir.name.clone()),
             uid: Some(heir.uid.clone()),
             term: floor.saturating_add(1).min(MAX_TERM),
+            resource_version: heir.resource_version.clone(),
         }),
     }
 }

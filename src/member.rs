@@ -499,8 +499,9 @@ impl Member {
 
     /// Runs `work` each time this pod starts leading, with its term and a token cancelled when
     /// the leadership ends (a follower, another term, or `Unknown` past
-    /// `step_down_after_unknown`); waits for `work` to return before it may run again.
-    /// Returns when the watch ends.
+    /// `step_down_after_unknown`); waits for `work` to return before it may run again. Work that
+    /// returns by itself is started again only on the next leadership. Returns when the watch
+    /// ends.
     pub async fn run_while_leading<F, Fut>(&self, mut work: F)
     where
         F: FnMut(CancellationToken, i64) -> Fut,
@@ -520,7 +521,11 @@ impl Member {
                 self.config.step_down_after_unknown
             ));
             tokio::select! {
-                _ = &mut run => continue,
+                // Work that ends by itself runs again only on the next leadership.
+                _ = &mut run => {
+                    (&mut lost).await;
+                    continue;
+                }
                 _ = &mut lost => token.cancel(),
             }
             run.await;

@@ -184,6 +184,8 @@ enum Op {
     Decide {
         actor: u8,
         lag: u8,
+        /// How much older its copy of the group is (pod and group caches are separate watches).
+        group_lag: u8,
     },
     /// A controller makes its next write.
     Write(u8),
@@ -201,7 +203,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..6).prop_map(Op::Terminate),
         2 => (1u8..20).prop_map(Op::Tick),
         1 => proptest::option::of(0u8..6).prop_map(Op::Handoff),
-        4 => (0u8..2, prop_oneof![3 => Just(0u8), 1 => 1u8..30]).prop_map(|(actor, lag)| Op::Decide { actor, lag }),
+        4 => (0u8..2, prop_oneof![3 => Just(0u8), 1 => 1u8..30], prop_oneof![3 => Just(0u8), 1 => 1u8..30])
+            .prop_map(|(actor, lag, extra)| Op::Decide { actor, lag, group_lag: lag.saturating_add(extra) }),
         8 => (0u8..2).prop_map(Op::Write),
         1 => (0u8..2).prop_map(Op::Crash),
         1 => (0u8..2, 0u8..6).prop_map(|(a, i)| Op::PassOver(a, i)),
@@ -406,9 +409,16 @@ fn world_op(
             server.state.group.request = Some(t.map_or("any".into(), |i| format!("p{i}")));
             server.state.group.rv = rv;
         }
-        Op::Decide { actor, lag } => {
+        Op::Decide {
+            actor,
+            lag,
+            group_lag,
+        } => {
             let h = &server.history;
-            let view = h[h.len().saturating_sub(1 + usize::from(lag))].clone();
+            let mut view = h[h.len().saturating_sub(1 + usize::from(lag))].clone();
+            view.group = h[h.len().saturating_sub(1 + usize::from(group_lag))]
+                .group
+                .clone();
             plans[usize::from(actor)] =
                 plan_from(&view, settings, at(*clock), &passed[usize::from(actor)]);
         }
@@ -473,13 +483,25 @@ proptest! {
 fn a_stale_promotion_of_a_pod_passed_over_elsewhere_cannot_land() {
     let s = settings(|_| {});
     let mut ops = vec![Op::Add, Op::Add, Op::Add, Op::Add];
-    ops.push(Op::Decide { actor: 0, lag: 0 });
+    ops.push(Op::Decide {
+        actor: 0,
+        lag: 0,
+        group_lag: 0,
+    });
     ops.extend(std::iter::repeat_n(Op::Write(0), 5));
     ops.push(Op::Handoff(Some(2)));
-    ops.push(Op::Decide { actor: 0, lag: 0 });
+    ops.push(Op::Decide {
+        actor: 0,
+        lag: 0,
+        group_lag: 0,
+    });
     ops.extend(std::iter::repeat_n(Op::Write(0), 3)); // status, clear the request, demote p1
     ops.push(Op::PassOver(1, 1)); // p2
-    ops.push(Op::Decide { actor: 1, lag: 0 });
+    ops.push(Op::Decide {
+        actor: 1,
+        lag: 0,
+        group_lag: 0,
+    });
     ops.extend(std::iter::repeat_n(Op::Write(1), 6));
     ops.push(Op::Write(0)); // the stalled promotion of p2
     run(s, ops).unwrap();

@@ -194,6 +194,13 @@ fn oldest_ready_pod_is_elected_and_others_follow() {
 fn settled_group_writes_nothing_and_keeps_status() {
     let mut w = World::new(settings(|_| {}), trio());
     w.step();
+    // The successor's reservation is pinned to its version once its follower label is on.
+    let pin = w.step();
+    assert!(pin.writes.is_empty());
+    assert_eq!(
+        pin.status.successor.and_then(|s| s.resource_version),
+        w.member("b").resource_version
+    );
     w.now = at(60);
     let before = w.status.clone();
     let plan = w.step();
@@ -1152,6 +1159,7 @@ fn completing_a_recorded_failover_keeps_the_successor_it_reserved() {
 fn a_demoted_leader_whose_status_was_not_written_never_leads_again_under_its_term() {
     let mut w = World::new(settings(|_| {}), vec![pod("a", 300), pod("b", 200)]);
     w.step();
+    w.step();
     assert_eq!((w.leaders(), w.status.term), (vec!["a"], 1));
     // a turns NotReady; a failover demotes it, and dies before labelling b or writing status.
     w.member("a").ready = false;
@@ -1181,7 +1189,17 @@ fn a_failover_to_the_reserved_successor_labels_before_writing_status() {
         !first.labels_first,
         "a first election records its term first"
     );
+    w.step();
+    // A copy of status older than b's current version does not label first.
+    let mut stale = w.status.clone();
+    stale.successor.as_mut().unwrap().resource_version = Some("0".into());
+    let fresh = std::mem::replace(&mut w.status, stale);
     w.remove("a");
+    assert!(
+        !w.decide().labels_first,
+        "b has changed since the reservation"
+    );
+    w.status = fresh;
     let plan = w.step();
     assert!(plan.labels_first, "term 2 is already recorded for b");
     assert_eq!((w.leaders(), plan.status.term), (vec!["b"], 2));
@@ -1195,6 +1213,7 @@ fn a_failover_to_the_reserved_successor_labels_before_writing_status() {
 #[test]
 fn a_reservation_stays_on_its_pod_while_it_may_take_over() {
     let mut w = World::new(settings(|_| {}), trio());
+    w.step();
     w.step();
     let reserved = w.status.successor.clone();
     assert_eq!(reserved.as_ref().and_then(|s| s.pod.as_deref()), Some("b"));
