@@ -1,0 +1,105 @@
+// Command podium-member-go follows the role of the pod it runs in with the podium Go client
+// and prints one JSON line on stdout per callback:
+//
+//	{"event":"started","term":7,"at":"2026-11-22T03:00:00.123456789Z"}
+//	{"event":"stopped","at":"..."}
+//	{"event":"new_leader","leader":"api-7d9f-2","at":"..."}
+//
+// The pod is named by POD_NAME and POD_NAMESPACE; the API server is reached through
+// KUBECONFIG (or -kubeconfig), else the in-cluster configuration. It exits non-zero, with the
+// error on stderr, when the client cannot follow the pod's role, and 0 on SIGTERM or SIGINT.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	podium "podium.dev/clients/go"
+)
+
+// event is one line of output.
+type event struct {
+	Event  string `json:"event"`
+	Term   int64  `json:"term,omitempty"`
+	Leader string `json:"leader,omitempty"`
+	At     string `json:"at"`
+}
+
+// printer writes whole lines to stdout, one at a time; stdout is not buffered, so each line
+// is out as soon as it is written.
+type printer struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+func (p *printer) print(e event) {
+	e.At = time.Now().UTC().Format(time.RFC3339Nano)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.enc.Encode(e); err != nil {
+		fmt.Fprintln(os.Stderr, "podium-member-go: writing stdout:", err)
+	}
+}
+
+func main() {
+	kubeconfig := flag.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else the in-cluster configuration)")
+	unknownAfter := flag.Duration("unknown-after", podium.DefaultUnknownAfter, "how long a watch may keep failing before the role is unknown")
+	stepDown := flag.Duration("step-down-after-unknown", 0, "end leadership once the role has been unknown this long (0: never)")
+	flag.Parse()
+	if err := run(*kubeconfig, *unknownAfter, *stepDown); err != nil {
+		fmt.Fprintln(os.Stderr, "podium-member-go:", err)
+		os.Exit(1)
+	}
+}
+
+func run(kubeconfig string, unknownAfter, stepDown time.Duration) error {
+	if os.Getenv("POD_NAME") == "" || os.Getenv("POD_NAMESPACE") == "" {
+		return fmt.Errorf("podium: %w", podium.ErrNoIdentity)
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if kubeconfig != "" {
+		rules.ExplicitPath = kubeconfig
+	}
+	rest, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(rest)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(rest)
+	if err != nil {
+		return err
+	}
+
+	out := &printer{enc: json.NewEncoder(os.Stdout)}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return podium.Run(ctx, podium.Config{
+		Client:               client,
+		Dynamic:              dyn,
+		UnknownAfter:         unknownAfter,
+		StepDownAfterUnknown: stepDown,
+		Callbacks: podium.LeaderCallbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				term, _ := podium.TermFromContext(ctx)
+				out.print(event{Event: "started", Term: term})
+				<-ctx.Done()
+			},
+			OnStoppedLeading: func() { out.print(event{Event: "stopped"}) },
+			OnNewLeader:      func(leader string) { out.print(event{Event: "new_leader", Leader: leader}) },
+		},
+	})
+}
