@@ -26,7 +26,7 @@ go-client: ## Go client: vet, test, and build target/go/podium-member-go
 model: ## A long search of the decision model (PODIUM_MODEL_CASES, default 300000)
 	PODIUM_MODEL_CASES=$${PODIUM_MODEL_CASES:-300000} cargo test --release --lib -- election::model
 
-e2e: cluster-up ## End-to-end tests (brings the local cluster up first)
+e2e: cluster-up go-client ## End-to-end tests (brings the local cluster up first)
 	cargo test --test e2e -- --test-threads=$${E2E_THREADS:-4}
 
 # Chaos restarts the API server and etcd, so it runs on a cluster of its own (podium-chaos,

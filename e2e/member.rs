@@ -447,3 +447,73 @@ async fn member_refuses_a_missing_pod_a_non_member_and_missing_rbac() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_go_client_calls_back_in_order_with_the_terms() {
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/go/podium-member-go");
+    assert!(
+        bin.exists(),
+        "{} is missing: `make go-client` builds it (make e2e does first)",
+        bin.display()
+    );
+    let (s, kc) = group(
+        "member-go",
+        json!({"selector": {"matchLabels": {"app": "x"}}}),
+    )
+    .await;
+    let ns = s.ns.name.clone();
+    let out = log_dir().join(format!("{ns}-go.out"));
+    let err = std::fs::File::create(log_dir().join(format!("{ns}-go.log"))).unwrap();
+    let _go = Command::new(&bin)
+        .arg("-kubeconfig")
+        .arg(&kc)
+        .env("POD_NAME", "p1")
+        .env("POD_NAMESPACE", &ns)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start podium-member-go");
+    let events = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+                match v["event"].as_str().unwrap() {
+                    "started" => format!("started {}", v["term"]),
+                    "new_leader" => format!("new_leader {}", v["leader"].as_str().unwrap()),
+                    other => other.to_string(),
+                }
+            })
+            .collect()
+    };
+    wait_lines(&out, "the current leader", |l| {
+        events(l).contains(&"new_leader p0".to_string())
+    })
+    .await;
+    hand_over(&s, "p1").await;
+    let t1 = term_of(&s, "p1").await;
+    hand_over(&s, "p2").await;
+    term_of(&s, "p2").await;
+    hand_over(&s, "p1").await;
+    let t3 = term_of(&s, "p1").await;
+    let want = format!("started {t3}");
+    let lines = wait_lines(&out, "p1 leads again", |l| events(l).contains(&want)).await;
+    let leadership: Vec<String> = events(&lines)
+        .into_iter()
+        .filter(|e| !e.starts_with("new_leader"))
+        .collect();
+    assert_eq!(
+        leadership,
+        [
+            format!("started {t1}"),
+            "stopped".into(),
+            format!("started {t3}")
+        ]
+    );
+    assert!(
+        events(&lines).contains(&"new_leader p2".to_string()),
+        "{lines:?}"
+    );
+}
