@@ -379,9 +379,28 @@ async fn a_restarted_operator_adopts_labels_and_writes_nothing() {
     s.pods(&["p0", "p1", "p2"], &[("app", "x")]).await;
     s.apply_group("api", app_x()).await.unwrap();
     s.wait_leader("api", "app=x", "p0").await;
-    let before = s
-        .wait_group("api", "settled", |g| status(g).members == 3)
+    s.wait_group("api", "settled", |g| status(g).members == 3)
         .await;
+    // Settled also means the successor's reservation is pinned to its version after its
+    // follower label (the write that follows that label).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let g = s.groups().get("api").await.unwrap();
+        let successor = status(&g).successor.expect("a successor is reserved");
+        let pod =
+            s.ns.api::<Pod>()
+                .get(successor.pod.as_deref().unwrap())
+                .await
+                .unwrap();
+        if successor.resource_version == pod.metadata.resource_version {
+            break g;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reservation was never pinned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let pods_before: Vec<String> = list(&s.ns.api::<Pod>(), "app=x")
         .await
         .iter()
