@@ -143,27 +143,13 @@ fn main() -> ExitCode {
         },
         Command::Member(args) => {
             init_logging(args.log_format, true);
-            block_on(member(args))
+            block_on("podium member stopped", member(args))
         }
         Command::Run(args) => {
             init_logging(args.log_format, false);
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    error!(error = %e, "cannot start the async runtime");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let result = runtime.block_on(run(args));
-            // Do not wait for idle blocking threads (e.g. a DNS lookup) on the way out.
-            runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    error!(error = %e, "podium stopped");
-                    ExitCode::FAILURE
-                }
-            }
+            block_on("podium stopped", async {
+                run(args).await.map(|()| 0).map_err(|e| e.to_string())
+            })
         }
     }
 }
@@ -192,8 +178,11 @@ fn init_logging(format: LogFormat, stderr: bool) {
     }
 }
 
-/// Runs a `podium member` action to its exit code.
-fn block_on(action: impl std::future::Future<Output = Result<i32, String>>) -> ExitCode {
+/// Runs a command to its exit code on a fresh runtime; `stopped` is logged with any error.
+fn block_on(
+    stopped: &str,
+    action: impl std::future::Future<Output = Result<i32, String>>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -202,11 +191,12 @@ fn block_on(action: impl std::future::Future<Output = Result<i32, String>>) -> E
         }
     };
     let result = runtime.block_on(action);
+    // Do not wait for idle blocking threads (e.g. a DNS lookup) on the way out.
     runtime.shutdown_timeout(Duration::from_millis(200));
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            error!(error = %e, "podium member stopped");
+            error!(error = %e, "{stopped}");
             ExitCode::FAILURE
         }
     }

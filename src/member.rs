@@ -447,10 +447,10 @@ async fn follow(mut tracker: Tracker, mut events: Events, tx: watch::Sender<Stat
 }
 
 async fn sleep_until(at: Option<Instant>) {
+    // A deadline already past has been acted on: nothing more to wake for.
     match at {
         Some(at) if at > Instant::now() => tokio::time::sleep_until(at).await,
-        Some(_) => std::future::pending().await,
-        None => std::future::pending().await,
+        _ => std::future::pending().await,
     }
 }
 
@@ -579,11 +579,7 @@ pub async fn leadership_lost(
 
 /// A stream of states, one per change, for `podium member watch`.
 pub fn changes(member: &Member) -> impl Stream<Item = State> + use<> {
-    tokio_stream_of(member.subscribe())
-}
-
-fn tokio_stream_of(rx: watch::Receiver<State>) -> impl Stream<Item = State> {
-    futures::stream::unfold((rx, true), |(mut rx, first)| async move {
+    futures::stream::unfold((member.subscribe(), true), |(mut rx, first)| async move {
         if !first && rx.changed().await.is_err() {
             return None;
         }
