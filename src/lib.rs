@@ -1,6 +1,7 @@
 //! podium: a Kubernetes operator that gives a set of pods exactly one leader.
 
 pub mod apply;
+pub mod client;
 pub mod crd;
 pub mod election;
 pub mod leadership;

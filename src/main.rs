@@ -243,7 +243,7 @@ async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, Box<dyn std::err
         }
         None => Config::infer().await?,
     };
-    Ok(Client::try_from(config)?)
+    Ok(podium::client::build(config)?)
 }
 
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
