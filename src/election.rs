@@ -67,6 +67,11 @@ pub struct Member {
     pub term: Option<i64>,
     /// Current `podium.dev/group` annotation.
     pub group: Option<String>,
+    /// The node the pod runs on.
+    pub node: Option<String>,
+    /// How long podium's own watch of the node's Lease has gone without seeing it renewed;
+    /// `None` when that watch is not (yet, or no longer) answering, which never counts as loss.
+    pub node_silence: Option<std::time::Duration>,
 }
 
 /// Everything the decision needs, gathered by the reconciler.
@@ -184,7 +189,7 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
     let seat = seat(obs, &foreign);
     let choice = choose(obs, &seat, &candidates, &mut notes, &mut requeue);
     let term = next_term(obs, &seat, &choice);
-    let passed = passed_heir(obs, &seat, &choice);
+    let passed = passed_heir(obs, &seat, &choice, term);
     let abandoned = if obs.settings.paused {
         obs.status.abandoned.clone()
     } else {
@@ -219,7 +224,7 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
     };
     Plan {
         labels_first: matches!(term, Term::Reserved(_))
-            && choice.reason == Some(TransitionReason::Failover)
+            && choice.reason.is_some_and(TransitionReason::is_failover)
             && choice.next.is_some_and(|n| {
                 n.resource_version.is_some()
                     && obs.status.successor.as_ref().map(|s| &s.resource_version)
@@ -236,7 +241,7 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
         transition: moved.reason,
         unfit_since: choice
             .unfit_since
-            .filter(|_| moved.reason == Some(TransitionReason::Failover)),
+            .filter(|_| moved.reason.is_some_and(TransitionReason::is_failover)),
     }
 }
 
@@ -277,7 +282,8 @@ pub fn foreign_members<'m>(obs: &Observation<'m>) -> Vec<&'m Member> {
         .collect()
 }
 
-/// Who may lead, best first: Ready, not terminating, Ready long enough, not foreign, not passed over.
+/// Who may lead, best first: Ready, not terminating, not on a lost node, Ready long enough, not
+/// foreign, not passed over.
 pub fn candidates<'m>(
     obs: &Observation<'m>,
     foreign: &[&Member],
@@ -287,6 +293,7 @@ pub fn candidates<'m>(
         .members
         .iter()
         .filter(|m| m.ready && !m.terminating)
+        .filter(|m| node_lost_for(m, obs.settings).is_none())
         .filter(|m| !foreign.iter().any(|f| f.name == m.name))
         .filter(|m| !obs.passed_over.contains(&m.name))
         .filter(|m| match eligible_at(m, obs.settings.min_ready) {
@@ -426,7 +433,7 @@ pub fn choose<'m>(
             .or(Some(obs.now));
         return choice;
     }
-    match current.map(|l| fitness(l, s.tolerance, obs.now)) {
+    match current.map(|l| fitness(l, s, obs.now)) {
         None => {
             let reason = if obs.status.leader.is_some() {
                 choice.unfit_since = Some(obs.now);
@@ -441,6 +448,11 @@ pub fn choose<'m>(
             choice.unfit_since = Some(at);
             choice.next = heir(obs, candidates);
             choice.reason = Some(TransitionReason::Failover);
+        }
+        Some(Fitness::NodeLost(at)) => {
+            choice.unfit_since = Some(at);
+            choice.next = heir(obs, candidates);
+            choice.reason = Some(TransitionReason::NodeLost);
         }
         Some(Fitness::Grace(until)) => requeue.at(until, obs.now),
         Some(Fitness::Fit) => {
@@ -721,11 +733,18 @@ pub fn passed_heir<'m>(
     obs: &Observation<'m>,
     seat: &Seat<'_>,
     choice: &Choice<'_>,
+    term: Term,
 ) -> Option<&'m Member> {
+    let reserved = obs.status.successor.as_ref()?;
     // Completing a recorded promotion moves nothing: the successor in status was reserved by
-    // the same write that recorded it.
-    let moving = choice.reason.is_some() || (seat.current.is_none() && !choice.completing);
-    let uid = obs.status.successor.as_ref()?.uid.as_deref()?;
+    // the same write that recorded it. A term at or above the reserved one going to anyone
+    // else passes the heir too, whatever the reason: otherwise the reservation would keep its
+    // pod under a new term, and an older copy of status could still label that unchanged pod
+    // with the old one.
+    let moving = choice.reason.is_some()
+        || (seat.current.is_none() && !choice.completing)
+        || (matches!(term, Term::Issue(_)) && term.value() >= reserved.term);
+    let uid = reserved.uid.as_deref()?;
     if choice.next.is_some_and(|n| n.uid == uid) {
         return None;
     }
@@ -856,7 +875,9 @@ pub fn plan_writes(
             others.push(w);
         }
     }
-    // Make-before-break only for a planned handoff away from a leader that is still alive.
+    // Make-before-break for a planned handoff, and for a leader whose pod is stopping while its
+    // process still runs (a rolling update): the group is never without a working leader. A
+    // leader that is gone or NotReady is demoted first.
     let planned = matches!(
         choice.reason,
         Some(
@@ -866,8 +887,9 @@ pub fn plan_writes(
                 | TransitionReason::Preempted
         )
     );
-    let old_alive = seat.current.is_some_and(|c| c.ready && !c.terminating);
-    if obs.settings.mode == HandoffMode::MakeBeforeBreak && planned && old_alive {
+    let stopping = seat.current.is_some_and(|c| c.terminating);
+    let old_alive = seat.current.is_some_and(|c| c.ready);
+    if obs.settings.mode == HandoffMode::MakeBeforeBreak && (planned || stopping) && old_alive {
         [first, promotion, demotions, others].concat()
     } else {
         [first, demotions, promotion, others].concat()
@@ -1019,7 +1041,15 @@ pub fn conditions(
     let (ready_status, ready_reason, ready_message) = readiness(obs, choice.next, foreign);
     if ready_reason == "NoCandidates" && condition_reason(obs.status, READY) != Some("NoCandidates")
     {
-        notes.push(group_note(true, "NoCandidates", no_candidates(obs)));
+        // A new group whose pods are still starting is expected to wait: a Warning only once
+        // the group has had a leader to lose.
+        let had_leader = obs.status.term > 0;
+        let message = if had_leader {
+            no_candidates(obs)
+        } else {
+            format!("waiting for a ready member ({})", no_candidates(obs))
+        };
+        notes.push(group_note(had_leader, "NoCandidates", message));
     }
     let (conflict_status, conflict_reason, conflict_message) = conflict(obs, foreign);
     if conflict_status == "True"
@@ -1214,11 +1244,25 @@ enum Fitness {
     Grace(Timestamp),
     /// To be replaced; unfit since the instant given.
     Unfit(Timestamp),
+    /// To be replaced: its node's Lease has not been renewed for `nodeLossSeconds`, since the
+    /// instant given.
+    NodeLost(Timestamp),
 }
 
-fn fitness(leader: &Member, tolerance: SignedDuration, now: Timestamp) -> Fitness {
+/// How long past `nodeLossSeconds` the member's node Lease has been silent, if it has.
+fn node_lost_for(m: &Member, s: &Settings) -> Option<SignedDuration> {
+    let silence = m.node_silence?;
+    let over = silence.checked_sub(s.node_loss)?;
+    SignedDuration::try_from(over).ok()
+}
+
+fn fitness(leader: &Member, s: &Settings, now: Timestamp) -> Fitness {
+    let tolerance = s.tolerance;
     if leader.terminating {
         return Fitness::Unfit(now);
+    }
+    if let Some(lost_for) = node_lost_for(leader, s) {
+        return Fitness::NodeLost(now.checked_sub(lost_for).unwrap_or(now));
     }
     if leader.ready {
         return Fitness::Fit;

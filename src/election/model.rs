@@ -288,7 +288,9 @@ fn run(settings: Settings, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut passed: [Vec<String>; 2] = [vec![], vec![]];
     let mut clock = 0i64;
     let mut checker = Checker::default();
+    let trace = std::env::var_os("PODIUM_MODEL_TRACE").is_some();
     for op in ops {
+        let shown = format!("{op:?}");
         world_op(
             &mut server,
             &mut plans,
@@ -297,6 +299,9 @@ fn run(settings: Settings, ops: Vec<Op>) -> Result<(), TestCaseError> {
             &mut clock,
             op,
         );
+        if trace {
+            show(&shown, &server.state, &plans);
+        }
         checker.check(&server.state, bbm)?;
     }
     // The faults stop: one controller with a current view settles the group.
@@ -317,6 +322,55 @@ fn run(settings: Settings, ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
     }
     settled(&server.state, &settings, at(clock))
+}
+
+/// One line per op and the state after it (`PODIUM_MODEL_TRACE=1`, for reading a failure).
+fn show(op: &str, s: &State, plans: &[Vec<Step>; 2]) {
+    let pods: Vec<String> = s
+        .pods
+        .iter()
+        .map(|p| {
+            let m = &p.member;
+            format!(
+                "{}@{}{}{}{}{}",
+                m.name,
+                p.rv,
+                if m.ready { "" } else { "!r" },
+                if m.terminating { "!t" } else { "" },
+                m.role
+                    .as_deref()
+                    .map_or("", |r| if r == LEADER { ":L" } else { ":f" }),
+                m.term.map_or(String::new(), |t| format!("#{t}"))
+            )
+        })
+        .collect();
+    let st = &s.group.status;
+    eprintln!(
+        "{op}\n   pods {pods:?}\n   group@{} leader={:?} term={} successor={:?} abandoned={:?} pending plans={:?}",
+        s.group.rv,
+        st.leader,
+        st.term,
+        st.successor
+            .as_ref()
+            .map(|x| (&x.pod, x.term, &x.resource_version)),
+        st.abandoned,
+        plans
+            .iter()
+            .map(|p| p
+                .iter()
+                .map(|w| match w {
+                    Step::Status(st, rv) => format!(
+                        "status@{rv}(leader={:?},term={},succ={:?})",
+                        st.leader,
+                        st.term,
+                        st.successor.as_ref().map(|x| (&x.pod, x.term))
+                    ),
+                    Step::ClearRequest(_) => "clear".to_string(),
+                    Step::Pod(w) => format!("{}:{:?}", w.pod, w.change),
+                })
+                .collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    );
 }
 
 /// After the faults: a leader exactly when a candidate exists, agreeing with status.
@@ -372,6 +426,8 @@ fn world_op(
                     stale_key: false,
                     term: None,
                     group: None,
+                    node: None,
+                    node_silence: None,
                 },
                 rv,
             });
@@ -504,5 +560,67 @@ fn a_stale_promotion_of_a_pod_passed_over_elsewhere_cannot_land() {
     });
     ops.extend(std::iter::repeat_n(Op::Write(1), 6));
     ops.push(Op::Write(0)); // the stalled promotion of p2
+    run(s, ops).unwrap();
+}
+
+/// Leadership passes by the reserved successor p8 (a stale leader label makes p4 lead again under
+/// a new term) while p8 stays reserved under a newer term; a replica holding a status copy from
+/// before then fails over to p8 with the old reserved term. p8 must have been fenced (written)
+/// when the term passed it, so that the stale labels-first write fails its precondition.
+#[test]
+fn a_term_issued_past_the_reserved_successor_fences_it() {
+    use Op::*;
+    let d = |actor, group_lag| Decide {
+        actor,
+        lag: 0,
+        group_lag,
+    };
+    let ops = vec![
+        Add,
+        Add,
+        Add,
+        Add,
+        Ready(5, false),
+        Add,
+        PassOver(1, 5),
+        Handoff(None),
+        Ready(4, false),
+        Add,
+        d(1, 0),
+        Add,
+        Write(1),
+        Write(1),
+        Add,
+        d(0, 0),
+        Write(0),
+        Delete(0),
+        Delete(5),
+        d(0, 0),
+        d(1, 0),
+        Write(0),
+        Write(0),
+        Add,
+        d(0, 0),
+        Write(0),
+        Write(0),
+        d(0, 0),
+        Add,
+        Write(0),
+        Add,
+        Add,
+        Add,
+        d(0, 0),
+        Add,
+        Write(0),
+        d(0, 12),
+        Write(0),
+    ];
+    let s = settings(|s| {
+        s.handoff = Some(crate::crd::Handoff {
+            schedule: Some("@every 15s".into()),
+            mode: HandoffMode::BreakBeforeMake,
+            ..Default::default()
+        });
+    });
     run(s, ops).unwrap();
 }

@@ -34,6 +34,8 @@ fn pod(name: &str, age: i64) -> Member {
         stale_key: false,
         term: None,
         group: None,
+        node: None,
+        node_silence: None,
     }
 }
 
@@ -329,6 +331,16 @@ fn min_ready_seconds_delays_candidacy() {
     let plan = w.step();
     assert!(w.leaders().is_empty());
     assert_eq!(cond(&plan, READY).reason, "NoCandidates");
+    let waiting: Vec<_> = plan
+        .notes
+        .iter()
+        .filter(|n| n.reason == "NoCandidates")
+        .collect();
+    assert!(
+        waiting.len() == 1 && !waiting[0].warning && waiting[0].message.starts_with("waiting"),
+        "a new group waits without a Warning: {:?}",
+        plan.notes
+    );
     assert_eq!(plan.requeue_after, Some(std::time::Duration::from_secs(15)));
     w.now = at(15);
     w.step();
@@ -352,7 +364,12 @@ fn no_candidates_removes_the_leader_and_warns_once() {
         "term does not move without a new leader"
     );
     assert_eq!(cond(&plan, READY).reason, "NoCandidates");
-    assert!(reasons(&plan).contains(&"NoCandidates"));
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.reason == "NoCandidates" && n.warning),
+        "losing every candidate is a Warning"
+    );
     assert_eq!(
         plan.status.last_transition.unwrap().reason,
         TransitionReason::NoCandidates
@@ -567,7 +584,7 @@ fn scheduled_handoffs_rotate_through_every_candidate() {
 }
 
 #[test]
-fn make_before_break_promotes_first_but_failover_never_does() {
+fn make_before_break_promotes_first_also_from_a_stopping_leader_but_not_from_a_dead_one() {
     let mut w = World::new(every_10s(HandoffMode::MakeBeforeBreak), trio());
     w.step();
     w.now = at(10);
@@ -583,9 +600,25 @@ fn make_before_break_promotes_first_but_failover_never_does() {
         )
     );
     assert_eq!(plan.writes[1].pod, "a");
+    // A rolling update: b's pod is terminating while its process still runs out its grace.
     w.member("b").terminating = true;
     let plan = w.step();
-    assert_eq!(plan.writes[0].pod, "b", "a dying leader is demoted first");
+    assert_eq!(plan.transition, Some(TransitionReason::Failover));
+    let order: Vec<String> = changes(&plan).iter().map(|(p, _)| p.to_string()).collect();
+    let next = order[0].clone();
+    assert_ne!(next, "b");
+    assert_eq!(
+        order[1], "b",
+        "successor promoted, then b demoted: {order:?}"
+    );
+    // A leader that is no longer Ready is dead to its clients: demoted first.
+    w.member(&next).ready = false;
+    let plan = w.step();
+    assert_eq!(plan.transition, Some(TransitionReason::Failover));
+    assert_eq!(
+        plan.writes[0].pod, next,
+        "a NotReady leader is demoted first"
+    );
 }
 
 #[test]
@@ -1233,4 +1266,58 @@ fn a_reservation_stays_on_its_pod_while_it_may_take_over() {
         Some("uid-b")
     );
     assert_eq!(changes(&plan)[0].0, "b", "b's version moves first");
+}
+
+#[test]
+fn a_leader_on_a_silent_node_is_replaced_as_node_lost_and_demoted_first() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    assert_eq!(w.leaders(), ["a"]);
+    // Watched, silent for less than nodeLossSeconds (15 s): kept. (The node Lease watch wakes
+    // the group when the deadline passes; the decision sets no timer of its own.)
+    w.member("a").node_silence = Some(std::time::Duration::from_secs(9));
+    let plan = w.step();
+    assert_eq!(plan.transition, None);
+    w.member("a").node_silence = Some(std::time::Duration::from_secs(15));
+    let plan = w.step();
+    assert_eq!(plan.transition, Some(TransitionReason::NodeLost));
+    assert_eq!(
+        plan.status.last_transition.as_ref().map(|t| t.reason),
+        Some(TransitionReason::NodeLost)
+    );
+    assert_eq!(
+        changes(&plan)[0],
+        (
+            "a",
+            PodChange::Label {
+                role: FOLLOWER,
+                term: None
+            }
+        ),
+        "break before make: the unreachable leader is demoted first"
+    );
+    assert_eq!(w.leaders(), ["b"]);
+    // The node comes back: nothing moves.
+    w.member("a").node_silence = Some(std::time::Duration::ZERO);
+    assert_eq!(w.step().transition, None);
+    assert_eq!(w.leaders(), ["b"]);
+}
+
+#[test]
+fn a_pod_on_a_lost_node_is_no_candidate_and_an_unwatched_node_is_never_lost() {
+    let mut w = World::new(settings(|s| s.node_loss_seconds = 20), trio());
+    // b would be next; its node has been silent for 20 s.
+    w.member("b").node_silence = Some(std::time::Duration::from_secs(20));
+    w.step();
+    w.member("a").ready = false;
+    w.member("a").ready_changed = Some(at(1));
+    w.now = at(1);
+    let plan = w.step();
+    assert_eq!(plan.transition, Some(TransitionReason::Failover));
+    assert_eq!(w.leaders(), ["c"], "b's node is lost");
+    // No watch answering says nothing: c stays, whatever the time.
+    w.member("c").node_silence = None;
+    w.now = at(3600);
+    assert_eq!(w.step().transition, None);
+    assert_eq!(w.leaders(), ["c"]);
 }
