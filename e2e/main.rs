@@ -8,6 +8,7 @@ mod handoff;
 mod hostile;
 mod invalid;
 mod member;
+mod nodes;
 mod operations;
 mod safety;
 mod support;

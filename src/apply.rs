@@ -302,7 +302,14 @@ pub fn slim(mut pod: Pod) -> Pod {
 /// `slim`, for the watch stream's `modify`.
 pub fn slim_in_place(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
-    pod.spec = None;
+    // Of the spec, only the node: a leader on a lost node is unfit.
+    pod.spec = pod
+        .spec
+        .take()
+        .map(|spec| k8s_openapi::api::core::v1::PodSpec {
+            node_name: spec.node_name,
+            ..Default::default()
+        });
     if let Some(status) = pod.status.as_mut() {
         status.container_statuses = None;
         status.init_container_statuses = None;

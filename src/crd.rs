@@ -88,6 +88,14 @@ pub struct ElectionGroupSpec {
     #[schemars(range(min = 0, max = 86400))]
     pub failover_tolerance_seconds: i64,
 
+    /// A leader whose node Lease (namespace kube-node-lease) podium has not seen renewed for
+    /// this long is unfit. A kubelet renews every 10 s by default (a quarter of its 40 s
+    /// Lease), so the default of 15 s tolerates one late renewal; below 11 s a healthy node
+    /// would flap.
+    #[serde(default = "default_node_loss_seconds")]
+    #[schemars(range(min = 11, max = 3600))]
+    pub node_loss_seconds: i64,
+
     /// Scheduled and maximum-term handoffs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<Handoff>,
@@ -150,6 +158,13 @@ pub enum Preference {
     Oldest,
     /// The highest `podium.dev/priority` annotation; ties go to the oldest.
     Priority,
+}
+
+/// `spec.nodeLossSeconds` when the spec leaves it out.
+pub const DEFAULT_NODE_LOSS_SECONDS: i64 = 15;
+
+fn default_node_loss_seconds() -> i64 {
+    DEFAULT_NODE_LOSS_SECONDS
 }
 
 /// When leadership is handed over while the leader is healthy.
@@ -306,6 +321,8 @@ pub enum TransitionReason {
     Elected,
     /// The leader died, turned unready, stopped matching or is terminating.
     Failover,
+    /// The leader's node stopped renewing its Lease for `nodeLossSeconds`.
+    NodeLost,
     /// A scheduled handoff.
     Scheduled,
     /// The leader reached `handoff.maxTerm`.
@@ -324,12 +341,18 @@ impl TransitionReason {
         match self {
             Self::Elected => "Elected",
             Self::Failover => "Failover",
+            Self::NodeLost => "NodeLost",
             Self::Scheduled => "Scheduled",
             Self::MaxTerm => "MaxTerm",
             Self::Manual => "Manual",
             Self::Preempted => "Preempted",
             Self::NoCandidates => "NoCandidates",
         }
+    }
+
+    /// The leader was replaced because it failed, not by plan.
+    pub fn is_failover(self) -> bool {
+        matches!(self, Self::Failover | Self::NodeLost)
     }
 }
 

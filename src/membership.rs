@@ -148,6 +148,8 @@ pub fn member(pod: &Pod, keys: RoleKeys<'_>, ours: bool) -> Member {
             .get(TERM_ANNOTATION)
             .and_then(|v| v.trim().parse().ok()),
         group: annotations.get(GROUP_ANNOTATION).cloned(),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        node_silence: None,
     }
 }
 

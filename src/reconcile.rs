@@ -26,13 +26,15 @@ use crate::election::{self, Note, Observation, Plan, PodChange, Subject};
 use crate::leadership::Fence;
 use crate::membership::{Claim, RoleKeys, membership};
 use crate::metrics::Metrics;
+use crate::nodes::NodeLeases;
 use crate::overlay::Overlay;
 use crate::validation::{Settings, validate};
 
 /// Field manager for every write podium makes.
 pub const MANAGER: &str = "podium";
 
-type Guarded = DeserializeGuard<ElectionGroup>;
+/// An ElectionGroup as the cache holds it: parsed, or the reason it could not be.
+pub type Guarded = DeserializeGuard<ElectionGroup>;
 
 /// What can go wrong while applying a plan; each is retried by the error policy.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +149,8 @@ pub struct Context {
     pub fence: Arc<Fence>,
     /// Failed promotions per pod UID: how many in a row, and when the last one failed.
     promotion_failures: Mutex<HashMap<String, (u32, std::time::Instant)>>,
+    /// The node Leases of the nodes hosting leaders and reserved successors.
+    pub nodes: NodeLeases,
 }
 
 /// A candidate whose promotion failed this many times in a row is passed over…
@@ -263,6 +267,7 @@ pub async fn run(
 
     let controller = Controller::for_stream(group_events, groups.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(opts.concurrency));
+    let (nodes, node_wakes) = NodeLeases::new(client.clone());
     let reporter = Reporter {
         controller: "podium".into(),
         instance: opts.instance.clone(),
@@ -279,6 +284,7 @@ pub async fn run(
         failures: Mutex::default(),
         fence: opts.fence.clone(),
         promotion_failures: Mutex::default(),
+        nodes,
     });
     // Becoming active re-examines every group: a standby's caches are warm but it acted on nothing.
     let became_active = futures::stream::unfold(opts.active.clone(), |mut rx| async move {
@@ -302,6 +308,7 @@ pub async fn run(
     controller
         .watches_stream(pod_events, move |pod| groups_for_pod(&mapper_groups, &pod))
         .reconcile_all_on(became_active)
+        .reconcile_on(node_wakes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -523,6 +530,39 @@ fn gather(
     }
 }
 
+/// Watches the node Leases of the group's leader(s) and reserved successor, and tells each
+/// member on those nodes how long its node has gone unrenewed.
+fn node_silences(
+    group: &ElectionGroup,
+    settings: &Settings,
+    members: &mut [election::Member],
+    ctx: &Context,
+) {
+    let status = group.status.as_ref();
+    let leader = status.and_then(|s| s.leader.as_deref());
+    let successor = status
+        .and_then(|s| s.successor.as_ref())
+        .and_then(|s| s.pod.as_deref());
+    let mut nodes: Vec<(String, Duration)> = members
+        .iter()
+        .filter(|m| {
+            m.role.as_deref() == Some(LEADER)
+                || Some(m.name.as_str()) == leader
+                || Some(m.name.as_str()) == successor
+        })
+        .filter_map(|m| m.node.clone())
+        .map(|n| (n, settings.node_loss))
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    let key =
+        ObjectRef::<Guarded>::new(&group.name_any()).within(&group.namespace().unwrap_or_default());
+    let silences = ctx.nodes.observe(&key, &nodes);
+    for m in members {
+        m.node_silence = m.node.as_ref().and_then(|n| silences.get(n).copied());
+    }
+}
+
 /// One pass: make sure of the finalizer, validate, observe, decide and apply.
 async fn decide_and_apply(
     current: &mut ElectionGroup,
@@ -558,6 +598,7 @@ async fn decide_and_apply(
     };
     let unseen = unseen_successor(current, ns, ctx).await?;
     let mut g = gather(current, ns, &settings, unseen, ctx);
+    node_silences(current, &settings, &mut g.members, ctx);
     // Stable order, so that Events and writes do not depend on the cache's hash order.
     g.members.sort_by(|a, b| a.name.cmp(&b.name));
     g.departed.sort_by(|a, b| a.name.cmp(&b.name));
@@ -832,6 +873,8 @@ async fn report_write_failure(group: &mut ElectionGroup, err: &Error, ctx: &Cont
 /// Removes what podium wrote on the group's pods, then the finalizer (keeping everyone else's).
 async fn cleanup(group: &mut ElectionGroup, ns: &str, ctx: &Context) -> Result<Pass, Error> {
     let name = group.name_any();
+    ctx.nodes
+        .forget(&ObjectRef::<Guarded>::new(&name).within(ns));
     if !group.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Pass::Done(Action::await_change()));
     }

@@ -19,6 +19,8 @@ pub struct Settings {
     pub min_ready: SignedDuration,
     /// How long a NotReady leader is kept.
     pub tolerance: SignedDuration,
+    /// How long a leader's node Lease may go unrenewed before the leader is unfit.
+    pub node_loss: std::time::Duration,
     /// When a healthy leader hands over.
     pub timing: Timing,
     /// Order of writes in a planned handoff.
@@ -75,6 +77,16 @@ pub fn validate(spec: &ElectionGroupSpec) -> Result<Settings, String> {
         &mut problems,
     );
 
+    // The schema enforces the range; a spec written before the field existed, or read from a
+    // cache that bypassed admission, is checked again here.
+    if !(11..=3600).contains(&spec.node_loss_seconds) {
+        problems.push(format!(
+            "spec.nodeLossSeconds must be between 11 and 3600 (a kubelet renews its node Lease every 10 s), got {}",
+            spec.node_loss_seconds
+        ));
+    }
+    let node_loss = std::time::Duration::from_secs(spec.node_loss_seconds.clamp(11, 3600) as u64);
+
     let handoff = spec.handoff.clone().unwrap_or_default();
     let timing = Timing::parse(
         handoff.schedule.as_deref(),
@@ -91,6 +103,7 @@ pub fn validate(spec: &ElectionGroupSpec) -> Result<Settings, String> {
             preference: spec.preference,
             min_ready,
             tolerance,
+            node_loss,
             timing,
             mode: handoff.mode,
             paused: spec.paused,

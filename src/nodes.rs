@@ -1,0 +1,254 @@
+//! Node loss: watches the node Leases (namespace `kube-node-lease`) of the nodes that host
+//! leaders and reserved successors — only those, so the cost follows the groups, not the size
+//! of the cluster — and says how long each Lease has gone without a renewal.
+//!
+//! Silence is measured on this process's monotonic clock from the moment its own watch saw the
+//! Lease's resourceVersion change (every renewal is a write), never by comparing the
+//! `renewTime` a kubelet wrote against this process's wall clock: clock skew between nodes and
+//! the controller does not matter. The measure errs on the side of the node: the watch sees a
+//! renewal a little after it happened. While the watch is not answering, or before it has seen
+//! the Lease at all, there is no measure, and no node counts as lost.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::reconcile::Guarded;
+use crate::watches::relisting;
+
+/// The namespace where kubelets keep their node Leases.
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// A group that asked about a node, with its `nodeLossSeconds`.
+type Askers = HashMap<ObjectRef<Guarded>, Duration>;
+
+/// What this process has seen of one node's Lease.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The Lease's last resourceVersion.
+    version: Option<String>,
+    /// When the watch saw that version appear.
+    renewed: Option<Instant>,
+    /// The watch has listed and is answering.
+    healthy: bool,
+    /// The groups to wake when the node may have become lost.
+    askers: Askers,
+    /// The last deadline whose askers were woken.
+    woken: Option<Instant>,
+}
+
+impl Seen {
+    /// How long the Lease has gone unrenewed, if this process can tell.
+    fn silence(&self, now: Instant) -> Option<Duration> {
+        self.renewed
+            .filter(|_| self.healthy)
+            .map(|t| now.saturating_duration_since(t))
+    }
+
+    /// The next instant at which some asker's node would count as lost, not yet woken for.
+    fn next_deadline(&self) -> Option<Instant> {
+        let renewed = self.renewed.filter(|_| self.healthy)?;
+        self.askers
+            .values()
+            .map(|loss| renewed + *loss)
+            .filter(|d| self.woken.is_none_or(|w| *d > w))
+            .min()
+    }
+}
+
+struct Watched {
+    seen: Arc<Mutex<Seen>>,
+    task: JoinHandle<()>,
+}
+
+/// The node Leases podium watches, and the groups each matters to.
+pub struct NodeLeases {
+    api: Api<Lease>,
+    nodes: Mutex<HashMap<String, Watched>>,
+    /// Per group, the nodes it asked about last.
+    wanted: Mutex<HashMap<ObjectRef<Guarded>, HashSet<String>>>,
+    wake: mpsc::UnboundedSender<ObjectRef<Guarded>>,
+}
+
+impl NodeLeases {
+    /// A tracker reading Leases through `client`; groups to reconcile again arrive on the
+    /// returned stream.
+    pub fn new(client: Client) -> (Self, mpsc::UnboundedReceiver<ObjectRef<Guarded>>) {
+        let (wake, woken) = mpsc::unbounded();
+        let tracker = Self {
+            api: Api::namespaced(client, NODE_LEASE_NAMESPACE),
+            nodes: Mutex::default(),
+            wanted: Mutex::default(),
+            wake,
+        };
+        (tracker, woken)
+    }
+
+    /// Records that `group` cares about exactly `nodes` now (each with its `nodeLossSeconds`),
+    /// starts watching new ones, stops watching nodes no group cares about any more, and
+    /// returns how long each node's Lease has gone unrenewed, where that is known.
+    pub fn observe(
+        &self,
+        group: &ObjectRef<Guarded>,
+        nodes: &[(String, Duration)],
+    ) -> HashMap<String, Duration> {
+        let names: HashSet<String> = nodes.iter().map(|(n, _)| n.clone()).collect();
+        let dropped: Vec<String> = {
+            let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+            let before = if names.is_empty() {
+                wanted.remove(group)
+            } else {
+                wanted.insert(group.clone(), names.clone())
+            };
+            before
+                .unwrap_or_default()
+                .difference(&names)
+                .cloned()
+                .collect()
+        };
+        let now = Instant::now();
+        let mut watched = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        for node in dropped {
+            let empty = watched.get(&node).is_some_and(|w| {
+                let mut seen = w.seen.lock().unwrap_or_else(|p| p.into_inner());
+                seen.askers.remove(group);
+                seen.askers.is_empty()
+            });
+            if empty && let Some(w) = watched.remove(&node) {
+                w.task.abort();
+            }
+        }
+        let mut silences = HashMap::new();
+        for (node, loss) in nodes {
+            let w = watched
+                .entry(node.clone())
+                .or_insert_with(|| self.watch(node));
+            let mut seen = w.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.askers.insert(group.clone(), *loss);
+            if let Some(s) = seen.silence(now) {
+                silences.insert(node.clone(), s);
+            }
+        }
+        silences
+    }
+
+    /// Forgets a group (deleted): its nodes are unwatched unless another group needs them.
+    pub fn forget(&self, group: &ObjectRef<Guarded>) {
+        self.observe(group, &[]);
+    }
+
+    /// How many node Leases are watched now.
+    pub fn watched(&self) -> usize {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn watch(&self, node: &str) -> Watched {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
+        let api = self.api.clone();
+        let events = relisting(move || watcher(api.clone(), config.clone()).boxed());
+        let task = tokio::spawn(follow(events.boxed(), seen.clone(), self.wake.clone()));
+        Watched { seen, task }
+    }
+}
+
+impl Drop for NodeLeases {
+    fn drop(&mut self) {
+        for w in self
+            .nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            w.task.abort();
+        }
+    }
+}
+
+/// Folds one node's Lease events into `seen`, and wakes its groups when the watch starts to
+/// answer (a reconcile that found no measure looks again) and when a loss deadline passes.
+async fn follow(
+    mut events: futures::stream::BoxStream<'static, watcher::Result<watcher::Event<Lease>>>,
+    seen: Arc<Mutex<Seen>>,
+    wake: mpsc::UnboundedSender<ObjectRef<Guarded>>,
+) {
+    loop {
+        let deadline = seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_deadline();
+        let event = tokio::select! {
+            e = events.next() => e,
+            () = sleep_until(deadline) => {
+                let askers = {
+                    let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    s.woken = deadline;
+                    s.askers.keys().cloned().collect::<Vec<_>>()
+                };
+                wake_all(&wake, askers);
+                continue;
+            }
+        };
+        let Some(event) = event else { return };
+        let became_healthy = {
+            let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+            let was = s.healthy;
+            apply(&mut s, event, Instant::now());
+            !was && s.healthy
+        };
+        if became_healthy {
+            let askers = seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .askers
+                .keys()
+                .cloned()
+                .collect();
+            wake_all(&wake, askers);
+        }
+    }
+}
+
+fn wake_all(wake: &mpsc::UnboundedSender<ObjectRef<Guarded>>, groups: Vec<ObjectRef<Guarded>>) {
+    for g in groups {
+        // The receiver lives as long as the controller; once it is gone nobody needs waking.
+        let _ = wake.unbounded_send(g);
+    }
+}
+
+/// One watch event: a new resourceVersion is a renewal seen now. Only a completed list makes the
+/// watch count as answering: after an error the watch starts over with one, so a node that
+/// died while the watch was broken is still found silent.
+fn apply(seen: &mut Seen, event: watcher::Result<watcher::Event<Lease>>, now: Instant) {
+    match event {
+        Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease)) => {
+            let version = lease.resource_version();
+            if version.is_some() && version != seen.version {
+                seen.version = version;
+                seen.renewed = Some(now);
+            }
+        }
+        Ok(watcher::Event::InitDone) => seen.healthy = true,
+        Ok(watcher::Event::Init | watcher::Event::Delete(_)) => {}
+        Err(_) => seen.healthy = false,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

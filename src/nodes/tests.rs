@@ -1,0 +1,114 @@
+//! What counts as a renewal, and when the watch's measure can be trusted.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::ObjectMeta;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use tokio::time::Instant;
+
+use super::*;
+
+fn lease(version: &str) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some("node-a".into()),
+            resource_version: Some(version.into()),
+            ..ObjectMeta::default()
+        },
+        ..Lease::default()
+    }
+}
+
+fn listed(seen: &mut Seen, version: Option<&str>, at: Instant) {
+    apply(seen, Ok(watcher::Event::Init), at);
+    if let Some(v) = version {
+        apply(seen, Ok(watcher::Event::InitApply(lease(v))), at);
+    }
+    apply(seen, Ok(watcher::Event::InitDone), at);
+}
+
+const S: Duration = Duration::from_secs(1);
+
+#[test]
+fn silence_counts_from_the_last_new_version_the_watch_saw() {
+    let t0 = Instant::now();
+    let mut seen = Seen::default();
+    assert_eq!(seen.silence(t0), None, "nothing before the first list");
+    listed(&mut seen, Some("1"), t0);
+    assert_eq!(seen.silence(t0 + 4 * S), Some(4 * S));
+    apply(
+        &mut seen,
+        Ok(watcher::Event::Apply(lease("2"))),
+        t0 + 10 * S,
+    );
+    assert_eq!(seen.silence(t0 + 12 * S), Some(2 * S));
+    // The same version again (a relist, a resync) is no renewal.
+    apply(
+        &mut seen,
+        Ok(watcher::Event::Apply(lease("2"))),
+        t0 + 20 * S,
+    );
+    assert_eq!(seen.silence(t0 + 21 * S), Some(11 * S));
+}
+
+#[test]
+fn no_measure_while_the_watch_fails_and_a_relist_tells_whether_the_node_renewed() {
+    let t0 = Instant::now();
+    let mut seen = Seen::default();
+    listed(&mut seen, Some("1"), t0);
+    apply(&mut seen, Err(watcher::Error::NoResourceVersion), t0 + S);
+    assert_eq!(
+        seen.silence(t0 + 30 * S),
+        None,
+        "a broken watch proves nothing"
+    );
+    assert_eq!(seen.next_deadline(), None);
+    // Back, and the Lease is still at version 1: the node did not renew through the outage.
+    listed(&mut seen, Some("1"), t0 + 30 * S);
+    assert_eq!(seen.silence(t0 + 30 * S), Some(30 * S));
+    // Had it renewed meanwhile, the renewal counts from when the list saw it.
+    apply(
+        &mut seen,
+        Err(watcher::Error::NoResourceVersion),
+        t0 + 31 * S,
+    );
+    listed(&mut seen, Some("7"), t0 + 40 * S);
+    assert_eq!(seen.silence(t0 + 41 * S), Some(S));
+}
+
+#[test]
+fn a_node_whose_lease_was_never_seen_is_never_lost() {
+    let t0 = Instant::now();
+    let mut seen = Seen::default();
+    listed(&mut seen, None, t0);
+    assert!(seen.healthy);
+    assert_eq!(seen.silence(t0 + 3600 * S), None);
+}
+
+#[test]
+fn each_group_is_woken_at_its_own_loss_deadline_once() {
+    let t0 = Instant::now();
+    let mut seen = Seen::default();
+    let (a, b) = (
+        ObjectRef::<Guarded>::new("a").within("ns"),
+        ObjectRef::<Guarded>::new("b").within("ns"),
+    );
+    seen.askers.insert(a, 15 * S);
+    seen.askers.insert(b, 40 * S);
+    assert_eq!(seen.next_deadline(), None, "no renewal seen yet");
+    listed(&mut seen, Some("1"), t0);
+    assert_eq!(seen.next_deadline(), Some(t0 + 15 * S));
+    seen.woken = Some(t0 + 15 * S);
+    assert_eq!(seen.next_deadline(), Some(t0 + 40 * S));
+    seen.woken = Some(t0 + 40 * S);
+    assert_eq!(seen.next_deadline(), None);
+    // A renewal starts the clocks again.
+    apply(
+        &mut seen,
+        Ok(watcher::Event::Apply(lease("2"))),
+        t0 + 50 * S,
+    );
+    assert_eq!(seen.next_deadline(), Some(t0 + 65 * S));
+}
