@@ -210,6 +210,17 @@ async fn min_ready_seconds_delays_the_first_election() {
         condition(g, "Ready").is_some_and(|c| c.1 == "NoCandidates") && status(g).members == 1
     })
     .await;
+    // A new group waiting for its first ready member says so, without a Warning.
+    let waiting = wait_event(&s.ns, "api", "NoCandidates").await;
+    assert_eq!(waiting.type_.as_deref(), Some("Normal"), "{waiting:?}");
+    assert!(
+        waiting
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("waiting for a ready member"),
+        "{waiting:?}"
+    );
     s.wait_leader("api", "app=x", "p0").await;
     let waited = start.elapsed();
     println!("minReadySeconds 3: elected after {} ms", waited.as_millis());
@@ -241,7 +252,8 @@ async fn no_candidates_removes_the_leader_label_and_warns() {
         label(p, ROLE).as_deref() == Some("follower")
     })
     .await;
-    wait_event(&s.ns, "api", "NoCandidates").await;
+    let lost = wait_event(&s.ns, "api", "NoCandidates").await;
+    assert_eq!(lost.type_.as_deref(), Some("Warning"), "{lost:?}");
 
     s.ns.set_ready("p0", true).await;
     let g = s.wait_leader("api", "app=x", "p0").await;

@@ -31,9 +31,10 @@ fn log_dir() -> PathBuf {
     dir
 }
 
-/// `podium member <args>` as pod `pod` would run it; stdout to `out`, stderr to a log.
+/// `podium member <args>` as pod `pod` would run it; stdout to `out`, stderr to `out` with the
+/// extension `log`.
 fn member(ns: &str, pod: &str, kubeconfig: &Path, args: &[&str], out: &Path) -> Child {
-    let err = std::fs::File::create(log_dir().join(format!("{ns}-{pod}-member.log"))).unwrap();
+    let err = std::fs::File::create(out.with_extension("log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_podium"))
         .arg("member")
         .arg("--kubeconfig")
@@ -429,8 +430,7 @@ async fn member_refuses_a_missing_pod_a_non_member_and_missing_rbac() {
             .await
             .expect("exits")
             .unwrap();
-        let err =
-            std::fs::read_to_string(log_dir().join(format!("{ns}-{pod}-member.log"))).unwrap();
+        let err = std::fs::read_to_string(out.with_extension("log")).unwrap();
         assert!(!status.success(), "{pod}: exit {status}");
         assert!(err.contains(want), "{pod}: {err}");
         assert_eq!(
@@ -450,12 +450,7 @@ async fn member_refuses_a_missing_pod_a_non_member_and_missing_rbac() {
 
 #[tokio::test]
 async fn the_go_client_calls_back_in_order_with_the_terms() {
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/go/podium-member-go");
-    assert!(
-        bin.exists(),
-        "{} is missing: `make go-client` builds it (make e2e does first)",
-        bin.display()
-    );
+    let bin = go_member_bin();
     let (s, kc) = group(
         "member-go",
         json!({"selector": {"matchLabels": {"app": "x"}}}),
@@ -516,4 +511,662 @@ async fn the_go_client_calls_back_in_order_with_the_terms() {
         events(&lines).contains(&"new_leader p2".to_string()),
         "{lines:?}"
     );
+}
+
+/// A TCP relay to the API server that can be cut: while cut, every open connection is dropped
+/// and new ones are closed at once, which is what a client sees of a stopped API server.
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (c, open) = (cut.clone(), conns.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                if c.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let up = upstream.clone();
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(&up).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+                open.lock().unwrap().push(relay);
+            }
+        });
+        Self {
+            addr,
+            cut,
+            conns,
+            task,
+        }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+        if cut {
+            for c in self.conns.lock().unwrap().drain(..) {
+                c.abort();
+            }
+        }
+    }
+
+    /// A copy of `kubeconfig` whose server is this relay.
+    fn kubeconfig(&self, kubeconfig: &Path) -> PathBuf {
+        let mut kc = Kubeconfig::read_from(kubeconfig).unwrap();
+        for cluster in &mut kc.clusters {
+            if let Some(c) = cluster.cluster.as_mut() {
+                c.server = Some(format!("https://{}", self.addr));
+            }
+        }
+        let path = kubeconfig.with_extension("relay.kubeconfig");
+        std::fs::write(&path, serde_json::to_string(&kc).unwrap()).unwrap();
+        path
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.set_cut(true);
+    }
+}
+
+/// The API server address a kubeconfig names, as host:port.
+fn upstream(kubeconfig: &Path) -> String {
+    let kc = Kubeconfig::read_from(kubeconfig).unwrap();
+    let server = kc.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone())
+        .unwrap();
+    server.trim_start_matches("https://").to_string()
+}
+
+#[tokio::test]
+async fn a_member_cut_off_from_the_api_server_turns_unknown_and_recovers() {
+    let (s, kc) = group(
+        "member-unknown",
+        json!({"selector": {"matchLabels": {"app": "x"}}}),
+    )
+    .await;
+    let ns = s.ns.name.clone();
+    let t0 = term_of(&s, "p0").await;
+    let relay = Relay::start(upstream(&kc)).await;
+    let rkc = relay.kubeconfig(&kc);
+    let out = log_dir().join(format!("{ns}-unknown-watch.out"));
+    let _watch = member(&ns, "p0", &rkc, &["--unknown-after", "1s", "watch"], &out);
+    // Two exec supervisors on the leader: one keeps the command through UNKNOWN (the default),
+    // one steps down after 2 s of it.
+    let (keep_log, step_log) = (
+        log_dir().join(format!("{ns}-unknown-keep.log")),
+        log_dir().join(format!("{ns}-unknown-step.log")),
+    );
+    let exec = |log: &Path, extra: &[&str], name: &str| {
+        let mut args = vec!["--unknown-after", "1s", "exec"];
+        args.extend_from_slice(extra);
+        args.push("--");
+        let cmd = logging_command(log);
+        let mut all: Vec<&str> = args;
+        all.extend(cmd.iter().map(String::as_str));
+        member(
+            &ns,
+            "p0",
+            &rkc,
+            &all,
+            &log_dir().join(format!("{ns}-{name}.out")),
+        )
+    };
+    let _keep = exec(&keep_log, &[], "keep");
+    let _step = exec(&step_log, &["--step-down-after-unknown", "2s"], "step");
+    let parsed = |lines: &[String]| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    let last_role = |l: &[String]| parsed(l).last().map(|v| v["role"].clone());
+    wait_lines(&out, "leader before the cut", |l| {
+        last_role(l) == Some(json!("leader"))
+    })
+    .await;
+    for log in [&keep_log, &step_log] {
+        wait_lines(log, "command started", |l| l == [format!("start p0 {t0}")]).await;
+    }
+
+    relay.set_cut(true);
+    let cut_at = Instant::now();
+    let lines = wait_lines(&out, "unknown while cut off", |l| {
+        last_role(l) == Some(json!("unknown"))
+    })
+    .await;
+    assert!(
+        cut_at.elapsed() >= Duration::from_millis(900),
+        "unknown only after --unknown-after: {lines:?}"
+    );
+    wait_lines(&step_log, "step-down after 2 s of unknown", |l| {
+        l == [format!("start p0 {t0}"), format!("stop p0 {t0}")]
+    })
+    .await;
+    // The default keeps the command: still only its start after the step-down happened.
+    assert_eq!(
+        std::fs::read_to_string(&keep_log)
+            .unwrap()
+            .lines()
+            .collect::<Vec<_>>(),
+        [format!("start p0 {t0}")],
+        "the default leader keeps its command through unknown"
+    );
+
+    relay.set_cut(false);
+    let lines = wait_lines(&out, "leader again once reconnected", |l| {
+        parsed(l)
+            .last()
+            .is_some_and(|v| v["role"] == "leader" && v["term"] == t0)
+    })
+    .await;
+    let roles: Vec<_> = parsed(&lines).iter().map(|v| v["role"].clone()).collect();
+    assert_eq!(
+        roles,
+        [json!("leader"), json!("unknown"), json!("leader")],
+        "one line per change: {lines:?}"
+    );
+    // The stepped-down command runs again under the same, still valid term.
+    wait_lines(&step_log, "restarted after reconnecting", |l| {
+        l.last() == Some(&format!("start p0 {t0}")) && l.len() == 3
+    })
+    .await;
+    // Nothing moved in the cluster meanwhile.
+    assert_eq!(status(&s.wait_leader("g", "app=x", "p0").await).term, t0);
+}
+
+/// What one pod's `podium member exec` believed, from its log: (pod, term, from, until) in
+/// nanoseconds since the epoch; `until` is None while it still leads.
+type Belief = (String, i64, i128, Option<i128>);
+
+/// What runs as a member pod's container in the rolling-update tests.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Container {
+    /// The singleton under `podium member exec`, writing to the sink while it leads.
+    Exec,
+    /// The Go client's `podium-member-go`, printing its callbacks.
+    Go,
+}
+
+impl Container {
+    /// Starts the container's process for `pod`.
+    fn spawn(self, ns: &str, pod: &str, kc: &Path, sink: &Path) -> Child {
+        match self {
+            Container::Exec => {
+                let mut args = vec![
+                    "--log-format".to_string(),
+                    "json".into(),
+                    "exec".into(),
+                    "--grace".into(),
+                    "5s".into(),
+                    "--".into(),
+                ];
+                args.extend(sink_command(sink));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = log_dir().join(format!("{ns}-{pod}-exec.out"));
+                member(ns, pod, kc, &args, &out)
+            }
+            Container::Go => {
+                let out = log_dir().join(format!("{ns}-{pod}-go.out"));
+                Command::new(go_member_bin())
+                    .args(["-kubeconfig", kc.to_str().unwrap(), "-grace", "5s"])
+                    .env("POD_NAME", pod)
+                    .env("POD_NAMESPACE", ns)
+                    .stdin(Stdio::null())
+                    .stdout(std::fs::File::create(&out).unwrap())
+                    .stderr(std::fs::File::create(out.with_extension("log")).unwrap())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .expect("start podium-member-go")
+            }
+        }
+    }
+
+    /// Every pod's leading intervals, from the files its process wrote in the namespace.
+    fn beliefs(self, ns: &str) -> Vec<Belief> {
+        let suffix = match self {
+            Container::Exec => "-exec.log",
+            Container::Go => "-go.out",
+        };
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(log_dir()).unwrap().flatten() {
+            let file = entry.file_name().to_string_lossy().to_string();
+            let Some(pod) = file
+                .strip_prefix(&format!("{ns}-"))
+                .and_then(|f| f.strip_suffix(suffix))
+            else {
+                continue;
+            };
+            all.extend(match self {
+                Container::Exec => beliefs(pod, &entry.path()),
+                Container::Go => go_beliefs(pod, &entry.path()),
+            });
+        }
+        all.sort_by_key(|b| b.2);
+        all
+    }
+}
+
+/// The Go member binary `make go-client` builds.
+fn go_member_bin() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/go/podium-member-go");
+    assert!(
+        bin.exists(),
+        "{} is missing: `make go-client` builds it (make e2e does first)",
+        bin.display()
+    );
+    bin
+}
+
+/// Reads the leading intervals from one pod's `podium-member-go` output: from `started` to
+/// `stopped`.
+fn go_beliefs(pod: &str, out: &Path) -> Vec<Belief> {
+    let mut all: Vec<Belief> = Vec::new();
+    for line in std::fs::read_to_string(out).unwrap_or_default().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        let at = v["at"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap();
+        let at = at.as_nanosecond();
+        match v["event"].as_str().unwrap() {
+            "started" => all.push((pod.to_string(), v["term"].as_i64().unwrap(), at, None)),
+            "stopped" => {
+                if let Some(last) = all.last_mut().filter(|b| b.3.is_none()) {
+                    last.3 = Some(at);
+                }
+            }
+            _ => {}
+        }
+    }
+    all
+}
+
+/// Reads the leading intervals from one pod's JSON log of `podium member exec`.
+fn beliefs(pod: &str, log: &Path) -> Vec<Belief> {
+    let mut out: Vec<Belief> = Vec::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let msg = v["fields"]["message"].as_str().unwrap_or_default();
+        let at = v["timestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_nanosecond());
+        let Some(at) = at else { continue };
+        if msg.starts_with("leading: starting the command") {
+            let term = v["fields"]["term"].as_i64().unwrap();
+            out.push((pod.to_string(), term, at, None));
+        } else if (msg.starts_with("leadership ended")
+            || msg == "pod stopping: stopping the command")
+            && let Some(last) = out.last_mut().filter(|b| b.3.is_none())
+        {
+            last.3 = Some(at);
+        }
+    }
+    out
+}
+
+/// Time with no believer and time with two or more, over [first start, end], in ms.
+fn gap_and_overlap(beliefs: &[Belief], end: i128) -> (f64, f64) {
+    let mut edges: Vec<(i128, i32)> = Vec::new();
+    for (_, _, from, until) in beliefs {
+        edges.push((*from, 1));
+        edges.push((until.unwrap_or(end), -1));
+    }
+    // At equal times a start counts before a stop: a hand-over in the same instant is no gap.
+    edges.sort_by_key(|&(t, d)| (t, -d));
+    let (mut gap, mut overlap, mut open, mut last) = (0i128, 0i128, 0i32, None);
+    for (t, d) in edges {
+        if let Some(prev) = last {
+            match open {
+                0 => gap += t - prev,
+                1 => {}
+                _ => overlap += t - prev,
+            }
+        }
+        open += d;
+        last = Some(t);
+    }
+    (gap as f64 / 1e6, overlap as f64 / 1e6)
+}
+
+/// Plays the kubelet for one node that kwok leaves alone: each pod bound to it gets
+/// `podium member exec` as its container and is then marked Running and Ready; a terminating
+/// pod's container gets SIGTERM, and the pod is removed once the container has exited (or was
+/// killed after the pod's grace period).
+struct FakeKubelet {
+    node: String,
+    signalled: Arc<Mutex<Vec<String>>>,
+    broken: Arc<Mutex<Option<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeKubelet {
+    async fn start(ns: &str, kc: &Path, container: Container, sink: &Path) -> Self {
+        use futures::StreamExt;
+        use k8s_openapi::api::core::v1::{Node, Pod};
+        use kube::runtime::watcher;
+        let node = format!("{ns}-node");
+        let client = crate::support::client().await;
+        let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+        let manifest: Node = serde_json::from_value(json!({"metadata": {"name": node}})).unwrap();
+        nodes.create(&Default::default(), &manifest).await.unwrap();
+        let signalled = Arc::new(Mutex::new(Vec::new()));
+        let broken = Arc::new(Mutex::new(None));
+        let (sig, brk) = (signalled.clone(), broken.clone());
+        let (ns, kc, sink, node_name) = (
+            ns.to_string(),
+            kc.to_path_buf(),
+            sink.to_path_buf(),
+            node.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let api: kube::Api<Pod> = kube::Api::namespaced(client, &ns);
+            let mut children: std::collections::HashMap<String, Child> = Default::default();
+            let mut ips = 0u32;
+            let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
+            let mut events = std::pin::pin!(watcher(api.clone(), config));
+            while let Some(e) = events.next().await {
+                let p = match e {
+                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        *brk.lock().unwrap() = Some(e.to_string());
+                        return;
+                    }
+                };
+                let name = p.name_any();
+                if p.metadata.deletion_timestamp.is_some() {
+                    let Some(mut child) = children.remove(&name) else {
+                        continue;
+                    };
+                    if let Some(pid) = child.id() {
+                        // SAFETY: kill(2) on our own child's pid.
+                        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                    }
+                    sig.lock().unwrap().push(name.clone());
+                    let grace = p.metadata.deletion_grace_period_seconds.unwrap_or(30) as u64;
+                    let (api, uid) = (api.clone(), p.uid().unwrap());
+                    tokio::spawn(async move {
+                        let exited =
+                            tokio::time::timeout(Duration::from_secs(grace), child.wait()).await;
+                        if exited.is_err() {
+                            let _ = child.kill().await;
+                        }
+                        let dp = kube::api::DeleteParams {
+                            grace_period_seconds: Some(0),
+                            preconditions: Some(kube::api::Preconditions {
+                                uid: Some(uid),
+                                resource_version: None,
+                            }),
+                            ..Default::default()
+                        };
+                        let _ = api.delete(&name, &dp).await;
+                    });
+                } else if !children.contains_key(&name) {
+                    children.insert(name.clone(), container.spawn(&ns, &name, &kc, &sink));
+                    ips += 1;
+                    let now = jiff::Timestamp::now().to_string();
+                    let status = json!({"status": {
+                        "phase": "Running",
+                        "podIP": format!("10.250.{}.{}", ips / 250, ips % 250 + 1),
+                        "conditions": [
+                            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                        ],
+                    }});
+                    if let Err(e) = api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                        .await
+                    {
+                        *brk.lock().unwrap() = Some(format!("marking {name} Running: {e}"));
+                        return;
+                    }
+                }
+            }
+            *brk.lock().unwrap() = Some("the pod watch ended".into());
+        });
+        Self {
+            node,
+            signalled,
+            broken,
+            task,
+        }
+    }
+}
+
+impl Drop for FakeKubelet {
+    fn drop(&mut self) {
+        self.task.abort();
+        let node = self.node.clone();
+        crate::support::block_on_side_thread(async move {
+            let client = crate::support::client().await;
+            let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+            let _ = nodes.delete(&node, &Default::default()).await;
+        });
+    }
+}
+
+/// The singleton's work: while it runs, append `<pod> <term> <seq>` to the sink every 20 ms.
+fn sink_command(sink: &Path) -> Vec<String> {
+    let l = sink.display();
+    let script = format!(
+        "trap 'exit 0' TERM; i=0; \
+         while :; do i=$((i+1)); echo \"$POD_NAME $PODIUM_TERM $i\" >> {l}; \
+         sleep 0.02 & wait $!; done"
+    );
+    vec!["sh".into(), "-c".into(), script]
+}
+
+/// Waits until `pod`'s process believes it leads under `term`.
+async fn wait_believer(container: Container, ns: &str, pod: &str, term: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !container
+        .beliefs(ns)
+        .iter()
+        .any(|b| b.0 == pod && b.1 == term && b.3.is_none())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{pod} never believed it leads under term {term}: {:?}",
+            container.beliefs(ns)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The names of the namespace's pods.
+async fn pod_names(s: &Setup) -> Vec<String> {
+    let pods = s.ns.api::<k8s_openapi::api::core::v1::Pod>();
+    let list = pods.list(&Default::default()).await.unwrap();
+    list.items.iter().map(|p| p.name_any()).collect()
+}
+
+/// A three-replica Deployment in a group of `mode`, rolled one pod at a time while every pod
+/// runs the singleton under `podium member exec`. Returns (gap ms, overlap ms, leaders).
+async fn rolling_update(
+    prefix: &str,
+    mode: &str,
+    container: Container,
+) -> (f64, f64, Vec<(String, i64)>) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let s = Setup::new(prefix).await;
+    let ns = s.ns.name.clone();
+    let kc = member_kubeconfig(&ns).await;
+    let sink = log_dir().join(format!("{ns}-sink"));
+    let _ = std::fs::remove_file(&sink);
+    let kubelet = FakeKubelet::start(&ns, &kc, container, &sink).await;
+    let deploy = |rev: &str| -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "singleton"},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "x"}},
+                "strategy": {"type": "RollingUpdate",
+                             "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                "template": {
+                    "metadata": {"labels": {"app": "x"}, "annotations": {"rev": rev}},
+                    "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}],
+                             "nodeName": kubelet.node,
+                             "terminationGracePeriodSeconds": 3}
+                }
+            }
+        }))
+        .unwrap()
+    };
+    let deployments = s.ns.api::<Deployment>();
+    deployments
+        .create(&Default::default(), &deploy("1"))
+        .await
+        .unwrap();
+    s.apply_group(
+        "g",
+        json!({"selector": {"matchLabels": {"app": "x"}}, "handoff": {"mode": mode}}),
+    )
+    .await
+    .unwrap();
+    let first = s
+        .wait_group("g", "a leader", |g| {
+            status(g).leader.is_some() && status(g).ready_members == 3
+        })
+        .await;
+    let first_leader = status(&first).leader.unwrap();
+    let pods_before: Vec<String> = pod_names(&s).await;
+    wait_believer(container, &ns, &first_leader, status(&first).term).await;
+
+    deployments
+        .patch(
+            "singleton",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"template": {"metadata": {"annotations": {"rev": "2"}}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    // The rollout completes (it never deadlocks) and every old pod is gone.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let names = pod_names(&s).await;
+        let d = deployments.get("singleton").await.unwrap();
+        let st = d.status.unwrap_or_default();
+        if st.updated_replicas == Some(3)
+            && st.available_replicas == Some(3)
+            && names.len() == 3
+            && names.iter().all(|n| !pods_before.contains(n))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rollout stuck: {names:?} {st:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = s
+        .wait_group("g", "a leader among the new pods", |g| {
+            status(g).leader.is_some_and(|l| !pods_before.contains(&l))
+                && status(g).ready_members == 3
+        })
+        .await;
+    // Let the new leader's member start.
+    let new_leader = status(&last).leader.unwrap();
+    let new_term = status(&last).term;
+    wait_believer(container, &ns, &new_leader, new_term).await;
+    let end = jiff::Timestamp::now().as_nanosecond();
+    assert!(
+        kubelet.broken.lock().unwrap().is_none(),
+        "the pod watch failed: {:?}",
+        kubelet.broken.lock().unwrap()
+    );
+    let signalled = kubelet.signalled.lock().unwrap().clone();
+    drop(kubelet);
+
+    let all = container.beliefs(&ns);
+    let leaders: Vec<(String, i64)> = all.iter().map(|b| (b.0.clone(), b.1)).collect();
+    assert_eq!(
+        leaders.first().map(|l| &l.0),
+        Some(&first_leader),
+        "{all:?}"
+    );
+    assert_eq!(leaders.last(), Some(&(new_leader, new_term)), "{all:?}");
+    assert!(
+        leaders.windows(2).all(|w| w[0].1 < w[1].1),
+        "each leadership has a higher term: {leaders:?}"
+    );
+    // Leadership moved once per leader replaced: every leadership but the last ended because
+    // its pod was stopping.
+    for b in &all[..all.len() - 1] {
+        assert!(
+            signalled.contains(&b.0) && b.3.is_some(),
+            "{} stopped leading although its pod was not replaced: {all:?}",
+            b.0
+        );
+    }
+    let (gap, overlap) = gap_and_overlap(&all, end);
+    println!(
+        "{mode} rolling update, {container:?}: leaders {leaders:?}, gap {gap:.1} ms, \
+         overlap {overlap:.1} ms"
+    );
+    if container == Container::Exec {
+        // The sink, fencing by term, takes a line unless a higher term has written before it.
+        let lines = std::fs::read_to_string(&sink).unwrap();
+        let (mut highest, mut rejected) = (0i64, 0usize);
+        for l in lines.lines() {
+            let term: i64 = l.split_whitespace().nth(1).unwrap().parse().unwrap();
+            if term < highest {
+                rejected += 1;
+            }
+            highest = highest.max(term);
+        }
+        println!(
+            "  sink: {} lines, of which a term fence rejects {rejected}",
+            lines.lines().count()
+        );
+        if mode == "BreakBeforeMake" {
+            assert_eq!(rejected, 0, "an old leader wrote after its successor");
+        }
+    }
+    s.groups().delete("g", &Default::default()).await.unwrap();
+    (gap, overlap, leaders)
+}
+
+#[tokio::test]
+async fn a_rolling_update_in_make_before_break_leaves_no_instant_without_a_leader() {
+    for container in [Container::Exec, Container::Go] {
+        let prefix = format!("member-roll-mbb-{container:?}").to_lowercase();
+        let (gap, _, leaders) = rolling_update(&prefix, "MakeBeforeBreak", container).await;
+        assert!(leaders.len() >= 2, "the leader was replaced: {leaders:?}");
+        assert_eq!(
+            gap, 0.0,
+            "{container:?}: an instant in which no member believed it leads"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rolling_update_in_break_before_make_never_has_two_believers() {
+    for container in [Container::Exec, Container::Go] {
+        let prefix = format!("member-roll-bbm-{container:?}").to_lowercase();
+        let (_, overlap, leaders) = rolling_update(&prefix, "BreakBeforeMake", container).await;
+        assert!(leaders.len() >= 2, "the leader was replaced: {leaders:?}");
+        assert_eq!(
+            overlap, 0.0,
+            "{container:?}: two members believed they lead at once"
+        );
+    }
 }

@@ -66,6 +66,10 @@ enum MemberAction {
         /// How long CMD has after SIGTERM before SIGKILL.
         #[arg(long, default_value = "10s", value_parser = duration)]
         grace: Duration,
+        /// When the pod stops while leading a make-before-break group: how long CMD keeps working
+        /// after the demotion, for the successor to learn that it leads.
+        #[arg(long, default_value = "250ms", value_parser = duration)]
+        handover_linger: Duration,
         /// Stop CMD once the role has been `unknown` this long (default: keep it running; the
         /// term fences it).
         #[arg(long, value_parser = duration)]
@@ -226,8 +230,18 @@ async fn member(args: MemberArgs) -> Result<i32, String> {
             .await
             .map(|()| 0)
             .map_err(|e| format!("writing {}: {e}", dir.display())),
-        MemberAction::Exec { grace, command, .. } => {
-            supervise::exec(&member, &ExecConfig { command, grace })
+        MemberAction::Exec {
+            grace,
+            handover_linger,
+            command,
+            ..
+        } => {
+            let config = ExecConfig {
+                command,
+                grace,
+                handover_linger,
+            };
+            supervise::exec(&member, &config)
                 .await
                 .map_err(|e| e.to_string())
         }

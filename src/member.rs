@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::{Selector, SelectorExt};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::crd::{DEFAULT_ROLE_LABEL, ElectionGroup, GROUP_ANNOTATION, LEADER, TERM_ANNOTATION};
+use crate::watches::relisting;
 
 /// A member's role, as its own Pod shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,6 +55,10 @@ pub struct State {
     pub leader: Option<String>,
     /// When this state was first observed.
     pub at: Timestamp,
+    /// The group hands over make-before-break: a stopping leader keeps working until its
+    /// successor is labelled.
+    #[serde(skip)]
+    pub make_before_break: bool,
 }
 
 impl State {
@@ -182,6 +187,7 @@ struct GroupView {
     role_label: Option<String>,
     leader: Option<String>,
     selector: Option<Selector>,
+    make_before_break: bool,
 }
 
 fn group_view(obj: &DynamicObject) -> GroupView {
@@ -194,6 +200,7 @@ fn group_view(obj: &DynamicObject) -> GroupView {
         role_label: spec["roleLabel"].as_str().map(str::to_string),
         leader: obj.data["status"]["leader"].as_str().map(str::to_string),
         selector,
+        make_before_break: spec["handoff"]["mode"].as_str() == Some("MakeBeforeBreak"),
     }
 }
 
@@ -219,6 +226,7 @@ fn observe(pod: Option<&Pod>, groups: &BTreeMap<String, GroupView>) -> State {
         },
         term,
         leader: view.and_then(|v| v.leader.clone()),
+        make_before_break: view.is_some_and(|v| v.make_before_break),
         group,
         at: Timestamp::now(),
     }
@@ -242,6 +250,16 @@ fn forbidden(e: &watcher::Error) -> Option<String> {
     (status.code == 403).then(|| status.message.clone())
 }
 
+/// Whether an event shows the watch answering with current data: a change, or a completed
+/// list. The start of a list is announced before the API server has answered, and a list
+/// half-way is not yet the current state.
+fn heals<K>(ev: &watcher::Event<K>) -> bool {
+    matches!(
+        ev,
+        watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone
+    )
+}
+
 /// The state of both watches, folded from their events.
 struct Tracker {
     config: MemberConfig,
@@ -250,6 +268,8 @@ struct Tracker {
     groups: BTreeMap<String, GroupView>,
     groups_synced: bool,
     pending_groups: BTreeMap<String, GroupView>,
+    /// The pod as a re-list shows it, until the list is complete.
+    pending_pod: Option<Pod>,
     /// Per watch (pod, groups): since when it has been failing, and its last failure.
     broken: [Option<(Instant, String)>; 2],
 }
@@ -259,19 +279,22 @@ impl Tracker {
         let (which, failure) = match seen {
             Seen::Pod(item) => match *item {
                 Ok(ev) => {
+                    let heals = heals(&ev);
                     self.apply_pod(ev);
-                    (0, None)
+                    (0, heals.then_some(None))
                 }
-                Err(e) => (0, Some(e.to_string())),
+                Err(e) => (0, Some(Some(e.to_string()))),
             },
             Seen::Group(item) => match *item {
                 Ok(ev) => {
+                    let heals = heals(&ev);
                     self.apply_group(ev);
-                    (1, None)
+                    (1, heals.then_some(None))
                 }
-                Err(e) => (1, Some(e.to_string())),
+                Err(e) => (1, Some(Some(e.to_string()))),
             },
         };
+        let Some(failure) = failure else { return };
         let slot = &mut self.broken[which];
         *slot = failure.map(|e| (slot.as_ref().map_or_else(Instant::now, |b| b.0), e));
     }
@@ -283,10 +306,15 @@ impl Tracker {
 
     fn apply_pod(&mut self, ev: watcher::Event<Pod>) {
         match ev {
-            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => self.pod = Some(p),
+            watcher::Event::Apply(p) => self.pod = Some(p),
             watcher::Event::Delete(_) => self.pod = None,
-            watcher::Event::Init => self.pod = None,
-            watcher::Event::InitDone => self.pod_synced = true,
+            // A re-list replaces the pod only once complete, so the role never blinks.
+            watcher::Event::Init => self.pending_pod = None,
+            watcher::Event::InitApply(p) => self.pending_pod = Some(p),
+            watcher::Event::InitDone => {
+                self.pod = self.pending_pod.take();
+                self.pod_synced = true;
+            }
         }
     }
 
@@ -351,13 +379,13 @@ type Events = SelectAll<BoxStream<'static, Seen>>;
 fn streams(client: &Client, config: &MemberConfig) -> Events {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &config.namespace);
     let fields = format!("metadata.name={}", config.pod);
-    let pod = watcher(pods, watcher::Config::default().fields(&fields))
-        .default_backoff()
-        .map(|item| Seen::Pod(Box::new(item)));
+    let pod = relisting(move || {
+        watcher(pods.clone(), watcher::Config::default().fields(&fields)).boxed()
+    })
+    .map(|item| Seen::Pod(Box::new(item)));
     let ar = ApiResource::erase::<ElectionGroup>(&());
     let groups: Api<DynamicObject> = Api::namespaced_with(client.clone(), &config.namespace, &ar);
-    let group = watcher(groups, watcher::Config::default())
-        .default_backoff()
+    let group = relisting(move || watcher(groups.clone(), watcher::Config::default()).boxed())
         .map(|item| Seen::Group(Box::new(item)));
     futures::stream::select_all([pod.boxed(), group.boxed()])
 }
@@ -465,6 +493,7 @@ impl Member {
             groups: BTreeMap::new(),
             groups_synced: false,
             pending_groups: BTreeMap::new(),
+            pending_pod: None,
             broken: [None, None],
         };
         first_sync(&mut tracker, &mut events).await?;
@@ -577,15 +606,23 @@ pub async fn leadership_lost(
     }
 }
 
-/// A stream of states, one per change, for `podium member watch`.
+/// A stream of states, one per change of the facts, for `podium member watch`. Changes that
+/// came and went between two reads coalesce: a state equal to the last one given is skipped.
 pub fn changes(member: &Member) -> impl Stream<Item = State> + use<> {
-    futures::stream::unfold((member.subscribe(), true), |(mut rx, first)| async move {
-        if !first && rx.changed().await.is_err() {
-            return None;
-        }
-        let s = rx.borrow_and_update().clone();
-        Some((s, (rx, false)))
-    })
+    futures::stream::unfold(
+        (member.subscribe(), None::<State>),
+        |(mut rx, last)| async move {
+            loop {
+                if last.is_some() && rx.changed().await.is_err() {
+                    return None;
+                }
+                let s = rx.borrow_and_update().clone();
+                if last.as_ref().is_none_or(|l| !l.same(&s)) {
+                    return Some((s.clone(), (rx, Some(s))));
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +39,13 @@ var syncTimeout = 30 * time.Second
 // syncPoll is how often Run checks whether the first lists have been stored.
 const syncPoll = 10 * time.Millisecond
 
+// The pause between two attempts of a list or watch call that failed for want of an answer
+// (see transient): from retryMin, doubling up to retryMax.
+const (
+	retryMin = 250 * time.Millisecond
+	retryMax = 4 * time.Second
+)
+
 // Elector follows the role of one member pod. Create it with NewElector, start it with Run;
 // its other methods may be called at any time, from any goroutine.
 type Elector struct {
@@ -62,6 +71,16 @@ type Elector struct {
 	// fatal carries an error that ends Run before the first view is complete.
 	fatal chan error
 
+	// lmu guards decided, ended and handoverUntil.
+	lmu sync.Mutex
+	// decided is closed when the leadership in progress is decided over, ended when its
+	// context is about to be cancelled (later than decided only during a handover linger);
+	// both nil when there is none.
+	decided, ended <-chan struct{}
+	// handoverUntil is when the grace of the WaitHandover waiting now ends: a stop of this
+	// member has been requested. Zero when none is waiting.
+	handoverUntil time.Time
+
 	// watchStarts counts watches opened, per watch (tests wait on it).
 	watchStarts [2]atomic.Int64
 }
@@ -82,8 +101,8 @@ func NewElector(cfg Config) (*Elector, error) {
 	if cfg.Namespace == "" || cfg.PodName == "" {
 		return nil, &memberError{kind: ErrNoIdentity, msg: "podium: " + ErrNoIdentity.Error()}
 	}
-	if cfg.UnknownAfter < 0 || cfg.StepDownAfterUnknown < 0 {
-		return nil, errors.New("podium: Config.UnknownAfter and Config.StepDownAfterUnknown must not be negative")
+	if cfg.UnknownAfter < 0 || cfg.StepDownAfterUnknown < 0 || cfg.HandoverLinger < 0 {
+		return nil, errors.New("podium: Config.UnknownAfter, Config.StepDownAfterUnknown and Config.HandoverLinger must not be negative")
 	}
 	if cfg.UnknownAfter == 0 {
 		cfg.UnknownAfter = DefaultUnknownAfter
@@ -110,6 +129,83 @@ func (e *Elector) IsLeader() bool { return e.State().Role == RoleLeader }
 
 // Term is the fencing term while leading, 0 otherwise.
 func (e *Elector) Term() int64 { return e.State().Term }
+
+// WaitHandover lets a leader whose pod is stopping keep working until podium has handed its
+// leadership over; call it on SIGTERM, before cancelling Run's context.
+//
+// In a group whose spec.handoff.mode is MakeBeforeBreak, podium promotes a successor before
+// it demotes a leader whose pod is terminating (a rolling update, a drain), so that the group
+// never lacks a working leader — which holds only if the old leader keeps working until it is
+// demoted. In such a group, while a leadership of this pod is in progress (OnStartedLeading
+// has been started for it and it has not ended), WaitHandover blocks until that leadership
+// ends — the watch shows this pod a follower or gone (or leading under another term),
+// RoleUnknown has lasted Config.StepDownAfterUnknown, or Run's context is done — and returns
+// nil; it returns ctx.Err() if ctx is done first, and an error wrapping ErrHandoverTimeout if
+// grace elapses first. It returns nil at once when no leadership is in progress (a follower,
+// or before the first leadership, or after Run returned), when the group hands over
+// BreakBeforeMake (there, podium demotes first: stop at once), and when grace ≤ 0.
+//
+// While WaitHandover waits, a stop of this member is requested: if the leadership then ends
+// because the watch shows this pod demoted or gone, and the group is still MakeBeforeBreak,
+// the leadership lingers for Config.HandoverLinger — its context stays un-cancelled and
+// OnStoppedLeading is not called yet — and WaitHandover returns once the linger is over and
+// the context cancelled. The linger covers the successor's notification latency: podium
+// promoted it a few milliseconds before it demoted this pod, but its own watch may show the
+// promotion later than this pod's watch shows the demotion. The whole wait, linger included,
+// never exceeds grace; a demotion seen in time is not a timeout, even if grace cuts its linger
+// short.
+//
+// RoleUnknown alone does not end the wait: unless StepDownAfterUnknown is set, a leader cut
+// off from the API server waits for grace. WaitHandover writes nothing and cancels nothing;
+// do not call it from OnStartedLeading, whose return it may otherwise wait for in vain.
+func (e *Elector) WaitHandover(ctx context.Context, grace time.Duration) error {
+	mbb := e.State().MakeBeforeBreak
+	e.lmu.Lock()
+	decided, ended := e.decided, e.ended
+	if ended == nil || grace <= 0 || !mbb {
+		e.lmu.Unlock()
+		return nil
+	}
+	until := time.Now().Add(grace)
+	e.handoverUntil = until
+	e.lmu.Unlock()
+	defer func() {
+		e.lmu.Lock()
+		if e.handoverUntil.Equal(until) {
+			e.handoverUntil = time.Time{}
+		}
+		e.lmu.Unlock()
+	}()
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-ended:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+	}
+	select {
+	case <-decided:
+		// Demoted in time, lingering: the linger ends at the grace at the latest.
+		select {
+		case <-ended:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	default:
+		return fmt.Errorf("podium: %w: still leading %s after SIGTERM", ErrHandoverTimeout, grace)
+	}
+}
+
+// handoverRequested reports whether a stop of this member has been requested (WaitHandover
+// is waiting), and until when the wait may last.
+func (e *Elector) handoverRequested() (time.Time, bool) {
+	e.lmu.Lock()
+	defer e.lmu.Unlock()
+	return e.handoverUntil, !e.handoverUntil.IsZero()
+}
 
 // State is the current state.
 func (e *Elector) State() State {
@@ -240,6 +336,15 @@ func (e *Elector) brokenSince() (time.Time, error) {
 }
 
 // listWatch wraps a list and a watch call so that their outcome tells the watch's health.
+//
+// A call that fails for want of an answer (see transient) is retried here, after a pause that
+// doubles from retryMin up to retryMax, rather than handed back to the reflector: the
+// reflector would retry only after its own backoff, which grows to 30 s (jittered up to 60 s)
+// during a long outage, and until a call succeeds nothing tells that the API server answers
+// again — a watch resumed after an outage sends nothing while nothing changes. So the role
+// comes back from RoleUnknown within retryMax of the API server's return. A call that the API
+// server answered with a refusal goes back to the reflector, which knows what to do next (list
+// anew after 410 Gone, say).
 func (e *Elector) listWatch(which int, tweak func(*metav1.ListOptions),
 	list func(context.Context, metav1.ListOptions) (runtime.Object, error),
 	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error),
@@ -247,26 +352,63 @@ func (e *Elector) listWatch(which int, tweak func(*metav1.ListOptions),
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			tweak(&opts)
-			obj, err := list(ctx, opts)
-			if err != nil {
-				e.failed(ctx, which, "list", err)
-			} else {
-				e.succeeded(which)
-			}
-			return obj, err
+			return retrying(ctx, e, which, "list", func() (runtime.Object, error) { return list(ctx, opts) })
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			tweak(&opts)
-			w, err := watchFn(ctx, opts)
-			if err != nil {
-				e.failed(ctx, which, "watch", err)
-			} else {
-				e.watchStarts[which].Add(1)
-				e.succeeded(which)
-			}
-			return w, err
+			return retrying(ctx, e, which, "watch", func() (watch.Interface, error) { return watchFn(ctx, opts) })
 		},
 	}
+}
+
+// retrying makes a call until it succeeds, fails other than transiently, or ctx is done, and
+// records each outcome in the watch's health.
+func retrying[T any](ctx context.Context, e *Elector, which int, verb string, call func() (T, error)) (T, error) {
+	pause := retryMin
+	for {
+		v, err := call()
+		if err == nil {
+			if verb == "watch" {
+				e.watchStarts[which].Add(1)
+			}
+			e.succeeded(which)
+			return v, nil
+		}
+		e.failed(ctx, which, verb, err)
+		if ctx.Err() != nil || !transient(err) {
+			return v, err
+		}
+		// Up to a fifth shorter, so that members do not all call at once after an outage.
+		timer := time.NewTimer(pause - rand.N(pause/5))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return v, err
+		case <-timer.C:
+		}
+		pause = min(2*pause, retryMax)
+	}
+}
+
+// transient reports whether a list or watch call failed for want of an answer, so that the
+// same call may succeed later: no answer at all (a network error), or the API server (or a
+// proxy in front of it) overloaded, restarting or timing out. A resourceVersion too old or
+// too new is not transient: the reflector must list anew.
+func transient(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return true
+	}
+	if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) ||
+		apierrors.HasStatusCause(err, metav1.CauseTypeResourceVersionTooLarge) ||
+		strings.Contains(err.Error(), "Too large resource version") { // API servers before 1.18.6
+		return false
+	}
+	switch status.Status().Code {
+	case 429, 500, 502, 503, 504:
+		return true
+	}
+	return false
 }
 
 // informers builds the two informers: the pod alone (field selector on its name), and the
@@ -366,7 +508,15 @@ func (e *Elector) Run(ctx context.Context) error {
 
 	var followers sync.WaitGroup
 	defer followers.Wait()
-	l := &leadership{callbacks: e.cfg.Callbacks, stepDownAfterUnknown: e.cfg.StepDownAfterUnknown}
+	l := &leadership{callbacks: e.cfg.Callbacks, stepDownAfterUnknown: e.cfg.StepDownAfterUnknown,
+		handoverLinger: e.cfg.HandoverLinger,
+		handover:       e.handoverRequested,
+		announce: func(decided, ended <-chan struct{}) {
+			e.lmu.Lock()
+			e.decided, e.ended = decided, ended
+			e.lmu.Unlock()
+		},
+	}
 	states := e.Subscribe()
 	followers.Add(1)
 	go func() {

@@ -492,3 +492,373 @@ func TestUnknownAfterWatchErrorsStepDown(t *testing.T) {
 	waitState(t, el, "recovery", func(s State) bool { return s.Role == RoleLeader })
 	waitEvents(t, r, "started 5", "done 5", "stopped", "started 5")
 }
+
+// mbbGroup is webGroup handing over make-before-break.
+func mbbGroup(leader string) *unstructured.Unstructured {
+	g := webGroup(leader)
+	g.Object["spec"].(map[string]any)["handoff"] = map[string]any{"mode": MakeBeforeBreak}
+	return g
+}
+
+// setMode writes spec.handoff.mode of group web.
+func (c *cluster) setMode(mode string) {
+	c.t.Helper()
+	groups := c.dynamic.Resource(ElectionGroupResource).Namespace("prod")
+	g, err := groups.Get(context.Background(), "web", metav1.GetOptions{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := unstructured.SetNestedField(g.Object, mode, "spec", "handoff", "mode"); err != nil {
+		c.t.Fatal(err)
+	}
+	if _, err := groups.Update(context.Background(), g, metav1.UpdateOptions{}); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// waitHandover calls WaitHandover in the background; the channel gets its result.
+func waitHandover(el *running, ctx context.Context, grace time.Duration) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- el.WaitHandover(ctx, grace) }()
+	return done
+}
+
+func TestStateMakeBeforeBreak(t *testing.T) {
+	c := newCluster(t, member("web-0", LeaderValue, "3"), webGroup("web-0"))
+	el := start(t, c.config(LeaderCallbacks{}))
+	if s := el.State(); s.MakeBeforeBreak {
+		t.Errorf("state %+v of a group without handoff.mode: want break-before-make", s)
+	}
+	c.setMode(MakeBeforeBreak)
+	waitState(t, el, "make-before-break", func(s State) bool { return s.MakeBeforeBreak })
+	c.setMode(BreakBeforeMake)
+	waitState(t, el, "break-before-make", func(s State) bool { return !s.MakeBeforeBreak })
+}
+
+// TestWaitHandoverMakeBeforeBreak: a leader of a make-before-break group waits until the watch
+// shows it demoted; the leadership ends then, not when WaitHandover is called.
+func TestWaitHandoverMakeBeforeBreak(t *testing.T) {
+	c := newCluster(t, member("web-0", LeaderValue, "4"), mbbGroup("web-0"))
+	r := &recorder{t: t}
+	el := start(t, c.config(r.callbacks()))
+	waitEvents(t, r, "started 4")
+	if s := el.State(); !s.MakeBeforeBreak {
+		t.Fatalf("state %+v: want make-before-break", s)
+	}
+	done := waitHandover(el, context.Background(), 5*time.Second)
+	select {
+	case err := <-done:
+		t.Fatalf("WaitHandover returned %v while still leading", err)
+	case <-time.After(150 * time.Millisecond):
+	}
+	c.setLeader("web-1") // the successor is promoted first: still leading
+	select {
+	case err := <-done:
+		t.Fatalf("WaitHandover returned %v once the successor was promoted, before the demotion", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	c.setRole(FollowerValue, 0)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("WaitHandover after the demotion: %v, want nil", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("WaitHandover did not return after the demotion")
+	}
+	waitEvents(t, r, "started 4", "done 4", "stopped")
+	// Not leading any more: at once.
+	if err := el.WaitHandover(context.Background(), 5*time.Second); err != nil {
+		t.Errorf("WaitHandover as a follower: %v", err)
+	}
+}
+
+func TestWaitHandoverPodDeleted(t *testing.T) {
+	c := newCluster(t, member("web-0", LeaderValue, "4"), mbbGroup("web-0"))
+	r := &recorder{t: t}
+	el := start(t, c.config(r.callbacks()))
+	waitEvents(t, r, "started 4")
+	done := waitHandover(el, context.Background(), 5*time.Second)
+	if err := c.client.CoreV1().Pods("prod").Delete(context.Background(), "web-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("WaitHandover after the pod was deleted: %v, want nil", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("WaitHandover did not return after the pod was deleted")
+	}
+}
+
+func TestWaitHandoverGraceAndContext(t *testing.T) {
+	c := newCluster(t, member("web-0", LeaderValue, "4"), mbbGroup("web-0"))
+	r := &recorder{t: t}
+	el := start(t, c.config(r.callbacks()))
+	waitEvents(t, r, "started 4")
+
+	began := time.Now()
+	err := el.WaitHandover(context.Background(), 200*time.Millisecond)
+	if !errors.Is(err, ErrHandoverTimeout) {
+		t.Errorf("WaitHandover past its grace: %v, want ErrHandoverTimeout", err)
+	}
+	if elapsed := time.Since(began); elapsed < 200*time.Millisecond || elapsed > 2*time.Second {
+		t.Errorf("WaitHandover returned after %s, want the grace (200ms)", elapsed)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := el.WaitHandover(ctx, 5*time.Second); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("WaitHandover with its context done: %v, want the context's error", err)
+	}
+	if err := el.WaitHandover(context.Background(), 0); err != nil {
+		t.Errorf("WaitHandover with no grace: %v, want nil at once", err)
+	}
+	if got := filter(r.snapshot(), "started", "done", "stopped"); !slices.Equal(got, []string{"started 4"}) {
+		t.Errorf("WaitHandover ended the leadership: %q", got)
+	}
+
+	// Run's context done ends the leadership, and the wait.
+	done := waitHandover(el, context.Background(), 5*time.Second)
+	el.stop(t)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("WaitHandover when Run stopped: %v, want nil", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("WaitHandover did not return when Run stopped")
+	}
+	if err := el.WaitHandover(context.Background(), 5*time.Second); err != nil {
+		t.Errorf("WaitHandover after Run returned: %v, want nil at once", err)
+	}
+}
+
+func TestWaitHandoverReturnsAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		pod   *corev1.Pod
+		group *unstructured.Unstructured
+	}{
+		{"break-before-make leader", member("web-0", LeaderValue, "4"), webGroup("web-0")},
+		{"make-before-break follower", member("web-0", FollowerValue, ""), mbbGroup("web-1")},
+		{"make-before-break leader without a term", member("web-0", LeaderValue, ""), mbbGroup("web-0")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, tc.pod, tc.group)
+			el := start(t, c.config(LeaderCallbacks{}))
+			time.Sleep(50 * time.Millisecond) // let a leadership start, if it would
+			began := time.Now()
+			if err := el.WaitHandover(context.Background(), 5*time.Second); err != nil {
+				t.Errorf("WaitHandover: %v, want nil", err)
+			}
+			if elapsed := time.Since(began); elapsed > 100*time.Millisecond {
+				t.Errorf("WaitHandover took %s, want at once", elapsed)
+			}
+		})
+	}
+	// Before Run.
+	c := newCluster(t, member("web-0", LeaderValue, "4"), mbbGroup("web-0"))
+	el, err := NewElector(c.config(LeaderCallbacks{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := el.WaitHandover(context.Background(), 5*time.Second); err != nil {
+		t.Errorf("WaitHandover before Run: %v, want nil", err)
+	}
+}
+
+// lingerConfig is c.config with a handover linger.
+func lingerConfig(c *cluster, r *recorder, linger time.Duration) Config {
+	cfg := c.config(r.callbacks())
+	cfg.HandoverLinger = linger
+	return cfg
+}
+
+// requested waits until WaitHandover is waiting: a stop has been requested.
+func requested(t *testing.T, el *running) {
+	t.Helper()
+	waitFor(t, 3*time.Second, "WaitHandover waiting", func() bool {
+		_, ok := el.handoverRequested()
+		return ok
+	})
+}
+
+// demoted waits until the elector shows web-0 a follower and returns when it saw it.
+func demoted(t *testing.T, el *running) time.Time {
+	t.Helper()
+	waitState(t, el, "the demotion", func(s State) bool { return s.Role == RoleFollower })
+	return time.Now()
+}
+
+// TestHandoverLingerMakeBeforeBreak: with a stop requested (WaitHandover waiting) in a
+// make-before-break group, the demotion ends the leadership only HandoverLinger later: the
+// context stays alive, OnStoppedLeading waits, and WaitHandover returns after the linger.
+func TestHandoverLingerMakeBeforeBreak(t *testing.T) {
+	const linger = 400 * time.Millisecond
+	for _, tc := range []struct {
+		name   string
+		demote func(c *cluster)
+	}{
+		{"demoted", func(c *cluster) { c.setRole(FollowerValue, 0) }},
+		{"pod deleted", func(c *cluster) {
+			if err := c.client.CoreV1().Pods("prod").Delete(context.Background(), "web-0", metav1.DeleteOptions{}); err != nil {
+				c.t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, member("web-0", LeaderValue, "4"), mbbGroup("web-0"))
+			r := &recorder{t: t}
+			el := start(t, lingerConfig(c, r, linger))
+			waitEvents(t, r, "started 4")
+			done := waitHandover(el, context.Background(), 5*time.Second)
+			requested(t, el)
+			c.setLeader("web-1") // the successor is promoted first
+			tc.demote(c)
+			seen := demoted(t, el)
+
+			// Still leading, a while after the demotion was seen.
+			time.Sleep(linger / 2)
+			if got := filter(r.snapshot(), "started", "done", "stopped"); !slices.Equal(got, []string{"started 4"}) {
+				t.Fatalf("events %q %s after the demotion, want the leadership lingering", got, time.Since(seen))
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("WaitHandover returned %v during the linger", err)
+			default:
+			}
+
+			// Then the context is cancelled, OnStoppedLeading runs, and WaitHandover returns.
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("WaitHandover after the linger: %v, want nil", err)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatal("WaitHandover did not return after the linger")
+			}
+			waitEvents(t, r, "started 4", "done 4", "stopped")
+			if elapsed := time.Since(seen); elapsed < linger-50*time.Millisecond || elapsed > linger+time.Second {
+				t.Errorf("the leadership ended %s after the demotion, want about the linger (%s)", elapsed, linger)
+			}
+		})
+	}
+}
+
+// TestHandoverLingerOnlyWhenStopping: with no stop requested, a demotion in a
+// make-before-break group ends the leadership at once, linger or not.
+func TestHandoverLingerOnlyWhenStopping(t *testing.T) {
+	c := newCluster(t, member("web-0", LeaderValue, "4"), mbbGroup("web-0"))
+	r := &recorder{t: t}
+	el := start(t, lingerConfig(c, r, 2*time.Second))
+	waitEvents(t, r, "started 4")
+	c.setLeader("web-1")
+	c.setRole(FollowerValue, 0)
+	seen := demoted(t, el)
+	waitEvents(t, r, "started 4", "done 4", "stopped")
+	if elapsed := time.Since(seen); elapsed > 500*time.Millisecond {
+		t.Errorf("the leadership ended %s after the demotion, want at once", elapsed)
+	}
+
+	// Nor after a WaitHandover that gave up (its context done): the request is over.
+	c.setRole(LeaderValue, 5)
+	waitEvents(t, r, "started 4", "done 4", "stopped", "started 5")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := el.WaitHandover(ctx, 5*time.Second); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitHandover with its context done: %v", err)
+	}
+	c.setRole(FollowerValue, 0)
+	seen = demoted(t, el)
+	waitEvents(t, r, "started 4", "done 4", "stopped", "started 5", "done 5", "stopped")
+	if elapsed := time.Since(seen); elapsed > 500*time.Millisecond {
+		t.Errorf("the leadership ended %s after the demotion, want at once", elapsed)
+	}
+}
+
+// TestHandoverLingerBreakBeforeMake: in a break-before-make group nothing lingers —
+// WaitHandover returns at once and the demotion ends the leadership at once.
+func TestHandoverLingerBreakBeforeMake(t *testing.T) {
+	c := newCluster(t, member("web-0", LeaderValue, "4"), webGroup("web-0"))
+	r := &recorder{t: t}
+	el := start(t, lingerConfig(c, r, 2*time.Second))
+	waitEvents(t, r, "started 4")
+	began := time.Now()
+	if err := el.WaitHandover(context.Background(), 5*time.Second); err != nil {
+		t.Errorf("WaitHandover: %v, want nil", err)
+	}
+	if elapsed := time.Since(began); elapsed > 100*time.Millisecond {
+		t.Errorf("WaitHandover took %s, want at once", elapsed)
+	}
+	c.setRole(FollowerValue, 0)
+	seen := demoted(t, el)
+	waitEvents(t, r, "started 4", "done 4", "stopped")
+	if elapsed := time.Since(seen); elapsed > 500*time.Millisecond {
+		t.Errorf("the leadership ended %s after the demotion, want at once", elapsed)
+	}
+}
+
+// TestHandoverLingerWithinGrace: the linger never takes the wait past its grace, and a demotion
+// seen in time is no timeout even when the grace cuts its linger short.
+func TestHandoverLingerWithinGrace(t *testing.T) {
+	const grace = 500 * time.Millisecond
+	c := newCluster(t, member("web-0", LeaderValue, "4"), mbbGroup("web-0"))
+	r := &recorder{t: t}
+	el := start(t, lingerConfig(c, r, 5*time.Second))
+	waitEvents(t, r, "started 4")
+	began := time.Now()
+	done := waitHandover(el, context.Background(), grace)
+	requested(t, el)
+	c.setRole(FollowerValue, 0)
+	demoted(t, el)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("WaitHandover: %v, want nil", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("WaitHandover did not return")
+	}
+	if elapsed := time.Since(began); elapsed < grace-50*time.Millisecond || elapsed > grace+500*time.Millisecond {
+		t.Errorf("WaitHandover returned after %s, want the grace (%s)", elapsed, grace)
+	}
+	waitEvents(t, r, "started 4", "done 4", "stopped")
+}
+
+// TestHandoverLingerRunStopped: Run's context done cuts the linger short.
+func TestHandoverLingerRunStopped(t *testing.T) {
+	c := newCluster(t, member("web-0", LeaderValue, "4"), mbbGroup("web-0"))
+	r := &recorder{t: t}
+	el := start(t, lingerConfig(c, r, 5*time.Second))
+	waitEvents(t, r, "started 4")
+	done := waitHandover(el, context.Background(), 10*time.Second)
+	requested(t, el)
+	c.setRole(FollowerValue, 0)
+	demoted(t, el)
+	time.Sleep(50 * time.Millisecond)
+	began := time.Now()
+	el.stop(t)
+	if elapsed := time.Since(began); elapsed > time.Second {
+		t.Errorf("Run returned %s after its context was cancelled during the linger, want at once", elapsed)
+	}
+	waitEvents(t, r, "started 4", "done 4", "stopped")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("WaitHandover: %v, want nil", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("WaitHandover did not return when Run stopped")
+	}
+}
+
+func TestNewElectorRejectsNegativeLinger(t *testing.T) {
+	c := newCluster(t)
+	cfg := c.config(LeaderCallbacks{})
+	cfg.HandoverLinger = -time.Second
+	if _, err := NewElector(cfg); err == nil {
+		t.Error("NewElector accepted a negative HandoverLinger")
+	}
+}

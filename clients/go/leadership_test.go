@@ -240,3 +240,68 @@ func TestLeadershipStepDownWhenUnknownSeenLate(t *testing.T) {
 	states <- u
 	waitEvents(t, r, "started 9", "done 9", "stopped")
 }
+
+// lingering runs a leadership tracker with a handover linger and a stop requested (until the
+// far future) in a make-before-break group.
+func lingering(t *testing.T, r *recorder, linger time.Duration) chan<- State {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	states := make(chan State)
+	l := &leadership{callbacks: r.callbacks(), handoverLinger: linger,
+		handover: func() (time.Time, bool) { return time.Now().Add(time.Hour), true }}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.run(ctx, states)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return states
+}
+
+func mbb(s State) State {
+	s.MakeBeforeBreak = true
+	return s
+}
+
+func TestLeadershipLingerOtherStatesKeepLingering(t *testing.T) {
+	r := &recorder{t: t}
+	states := lingering(t, r, 300*time.Millisecond)
+	states <- mbb(leaderAt(3))
+	waitEvents(t, r, "started 3")
+	began := time.Now()
+	states <- mbb(followerState())
+	time.Sleep(100 * time.Millisecond)
+	states <- unknownState()            // another state during the linger: still lingering
+	states <- State{Role: RoleFollower} // the pod gone
+	time.Sleep(50 * time.Millisecond)
+	if got := filter(r.snapshot(), "started", "done", "stopped"); !slices.Equal(got, []string{"started 3"}) {
+		t.Fatalf("events %q during the linger", got)
+	}
+	waitEvents(t, r, "started 3", "done 3", "stopped")
+	if elapsed := time.Since(began); elapsed < 250*time.Millisecond {
+		t.Errorf("the linger lasted %s, want 300ms", elapsed)
+	}
+}
+
+func TestLeadershipLingerCutByNewTerm(t *testing.T) {
+	r := &recorder{t: t}
+	states := lingering(t, r, 5*time.Second)
+	states <- mbb(leaderAt(3))
+	waitEvents(t, r, "started 3")
+	states <- mbb(followerState())
+	time.Sleep(50 * time.Millisecond)
+	states <- mbb(leaderAt(4))
+	waitEvents(t, r, "started 3", "done 3", "stopped", "started 4")
+}
+
+func TestLeadershipNoLingerBreakBeforeMake(t *testing.T) {
+	r := &recorder{t: t}
+	states := lingering(t, r, 5*time.Second)
+	states <- leaderAt(3)
+	waitEvents(t, r, "started 3")
+	states <- followerState()
+	waitEvents(t, r, "started 3", "done 3", "stopped")
+}

@@ -13,6 +13,18 @@
 // A process that is cut off from the API server learns nothing. When either watch has been
 // failing for longer than [Config.UnknownAfter], the role is [RoleUnknown]; leadership goes on
 // (the term fences a partitioned leader) unless [Config.StepDownAfterUnknown] is set.
+//
+// In a group that hands over make-before-break ([State.MakeBeforeBreak]), a leader whose pod
+// is stopping should keep working until podium has promoted its successor and demoted it:
+// call [Elector.WaitHandover] on SIGTERM, before cancelling Run's context. Podium writes the
+// successor's promotion a few milliseconds before the demotion, but the successor's watch
+// may show its promotion after this pod's watch shows the demotion; so that no moment passes
+// with no member believing it leads, set [Config.HandoverLinger]: after a demotion seen while
+// WaitHandover waits, the leadership's context stays un-cancelled (and OnStoppedLeading waits)
+// that much longer, within WaitHandover's grace. Both members believing they lead for that
+// moment is the overlap MakeBeforeBreak accepts (the term still fences the old leader's
+// writes). A demotion with no stop requested, or in a BreakBeforeMake group, ends the
+// leadership at once.
 package podium
 
 import (
@@ -37,6 +49,18 @@ const (
 	LeaderValue = "leader"
 	// FollowerValue is the role label's value on every other member.
 	FollowerValue = "follower"
+)
+
+// The values of an ElectionGroup's spec.handoff.mode.
+const (
+	// BreakBeforeMake (the default): podium demotes the old leader before it promotes the new
+	// one, so there are never two leaders.
+	BreakBeforeMake = "BreakBeforeMake"
+	// MakeBeforeBreak: podium promotes the new leader before it demotes the old one — also
+	// when the old leader's pod is terminating — so the group is never without a working
+	// leader, provided the old leader keeps working until it is demoted (see
+	// Elector.WaitHandover).
+	MakeBeforeBreak = "MakeBeforeBreak"
 )
 
 // ElectionGroupResource is the ElectionGroup custom resource (namespaced).
@@ -82,13 +106,18 @@ type State struct {
 	Group string
 	// Leader is the group's current leader (its status.leader), as last seen.
 	Leader string
+	// MakeBeforeBreak: the group (the one Group names, as last seen) hands over
+	// make-before-break (spec.handoff.mode MakeBeforeBreak). A leader whose pod is stopping
+	// should then keep working until it is demoted: see Elector.WaitHandover.
+	MakeBeforeBreak bool
 	// At is when this state was first observed.
 	At time.Time
 }
 
 // same reports whether two states say the same thing, whatever their times.
 func (s State) same(o State) bool {
-	return s.Role == o.Role && s.Term == o.Term && s.Group == o.Group && s.Leader == o.Leader
+	return s.Role == o.Role && s.Term == o.Term && s.Group == o.Group && s.Leader == o.Leader &&
+		s.MakeBeforeBreak == o.MakeBeforeBreak
 }
 
 // LeaderCallbacks has the shape and meaning of
@@ -127,12 +156,28 @@ type Config struct {
 	// default): never, the leadership ends only when the watch shows it ended, and the term
 	// fences a partitioned leader.
 	StepDownAfterUnknown time.Duration
+	// HandoverLinger is how long a leadership keeps its context (and OnStoppedLeading waits)
+	// after the watch shows this pod demoted or gone, when that ends a handover this member
+	// asked for: Elector.WaitHandover is waiting (the pod is stopping) in a MakeBeforeBreak
+	// group. It covers the successor's notification latency — podium promoted the successor
+	// first, but the successor's watch may show it a few milliseconds after this pod's watch
+	// shows the demotion — so that some member always believes it leads; both believing for a
+	// moment is the overlap that MakeBeforeBreak accepts. It never extends WaitHandover past
+	// its grace. 0 (the default): no linger. Any other end of a leadership — a demotion with no
+	// stop requested, a BreakBeforeMake group, Run's context done — cancels at once.
+	// DefaultHandoverLinger is a good value.
+	HandoverLinger time.Duration
 	// Callbacks are called as leadership starts and ends.
 	Callbacks LeaderCallbacks
 }
 
 // DefaultUnknownAfter is Config.UnknownAfter when it is not set.
 const DefaultUnknownAfter = 5 * time.Second
+
+// DefaultHandoverLinger is a Config.HandoverLinger that covers a successor's notification
+// latency (milliseconds to tens of milliseconds) with room to spare; podium-member-go uses it
+// unless told otherwise. Config.HandoverLinger is 0 when not set.
+const DefaultHandoverLinger = 250 * time.Millisecond
 
 // Errors that Run and NewElector return (wrapped; test them with errors.Is).
 var (
@@ -147,6 +192,8 @@ var (
 	ErrForbidden = errors.New("forbidden")
 	// ErrNoSync: the first list and watch did not complete in time.
 	ErrNoSync = errors.New("could not start watching")
+	// ErrHandoverTimeout: Elector.WaitHandover's grace period elapsed while this pod still led.
+	ErrHandoverTimeout = errors.New("no handover within the grace period")
 )
 
 // Run follows the role of the pod that cfg names and calls cfg.Callbacks until ctx is done,

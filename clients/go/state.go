@@ -20,6 +20,8 @@ type groupView struct {
 	// selector is spec.selector; nil when absent, invalid or empty (an empty selector selects
 	// nothing here, as podium rejects it).
 	selector labels.Selector
+	// makeBeforeBreak: spec.handoff.mode is MakeBeforeBreak.
+	makeBeforeBreak bool
 }
 
 // viewOf reads the fields of an ElectionGroup that a member needs.
@@ -27,6 +29,8 @@ func viewOf(obj *unstructured.Unstructured) groupView {
 	var v groupView
 	v.roleLabel, _, _ = unstructured.NestedString(obj.Object, "spec", "roleLabel")
 	v.leader, _, _ = unstructured.NestedString(obj.Object, "status", "leader")
+	mode, _, _ := unstructured.NestedString(obj.Object, "spec", "handoff", "mode")
+	v.makeBeforeBreak = mode == MakeBeforeBreak
 	raw, found, err := unstructured.NestedMap(obj.Object, "spec", "selector")
 	if !found || err != nil {
 		return v
@@ -43,7 +47,7 @@ func viewOf(obj *unstructured.Unstructured) groupView {
 	return v
 }
 
-// observe is the role, term, group and leader that a pod shows (RoleUnknown is decided by the
+// observe is the role, term, group, leader and handoff mode that a pod shows (RoleUnknown is decided by the
 // caller). A nil pod (not there, or deleted) is a follower.
 func observe(pod *corev1.Pod, groups map[string]groupView) State {
 	var s State
@@ -59,6 +63,7 @@ func observe(pod *corev1.Pod, groups map[string]groupView) State {
 	view, known := groups[group]
 	if known {
 		s.Leader = view.leader
+		s.MakeBeforeBreak = view.makeBeforeBreak
 	}
 	key := DefaultRoleLabel
 	if known && view.roleLabel != "" {
@@ -84,7 +89,8 @@ type health struct {
 
 // stateAt is the state to publish at now: what the pod shows, unless the watches have not
 // synced yet or one of them has been failing since brokenSince (zero: none is) for at least
-// unknownAfter. An UNKNOWN state keeps the group and leader last seen, with no term.
+// unknownAfter. An UNKNOWN state keeps the group, leader and handoff mode last seen, with no
+// term.
 func stateAt(pod *corev1.Pod, groups map[string]groupView, synced bool, brokenSince, now time.Time, unknownAfter time.Duration) State {
 	s := observe(pod, groups)
 	s.At = now

@@ -25,6 +25,7 @@ func TestObserve(t *testing.T) {
 	groups := map[string]groupView{
 		"web":    {leader: "web-1"},
 		"custom": {roleLabel: "example.com/role", leader: "web-0"},
+		"mbb":    {leader: "web-2", makeBeforeBreak: true},
 	}
 	cases := []struct {
 		name   string
@@ -57,6 +58,10 @@ func TestObserve(t *testing.T) {
 			State{Role: RoleLeader, Group: "web", Leader: "web-1"}},
 		{"term of a follower ignored", testPod(map[string]string{DefaultRoleLabel: "follower"}, map[string]string{GroupAnnotation: "web", TermAnnotation: "9"}), groups,
 			State{Role: RoleFollower, Group: "web", Leader: "web-1"}},
+		{"make-before-break leader", testPod(map[string]string{DefaultRoleLabel: "leader"}, map[string]string{GroupAnnotation: "mbb", TermAnnotation: "5"}), groups,
+			State{Role: RoleLeader, Term: 5, Group: "mbb", Leader: "web-2", MakeBeforeBreak: true}},
+		{"make-before-break follower", testPod(map[string]string{DefaultRoleLabel: "follower"}, map[string]string{GroupAnnotation: "mbb"}), groups,
+			State{Role: RoleFollower, Group: "mbb", Leader: "web-2", MakeBeforeBreak: true}},
 		{"another value", testPod(map[string]string{DefaultRoleLabel: "Leader"}, map[string]string{GroupAnnotation: "web", TermAnnotation: "9"}), groups,
 			State{Role: RoleFollower, Group: "web", Leader: "web-1"}},
 	}
@@ -139,6 +144,15 @@ func TestViewOf(t *testing.T) {
 	}
 	if v := viewOf(bad); v.selector != nil {
 		t.Errorf("invalid selector parsed as %v", v.selector)
+	}
+	for mode, want := range map[string]bool{MakeBeforeBreak: true, BreakBeforeMake: false, "": false, "makebeforebreak": false} {
+		g := testGroup("web", "", "", map[string]string{"app": "web"})
+		if mode != "" {
+			g.Object["spec"].(map[string]any)["handoff"] = map[string]any{"mode": mode, "schedule": "@every 1h"}
+		}
+		if v := viewOf(g); v.makeBeforeBreak != want {
+			t.Errorf("handoff.mode %q: makeBeforeBreak %v, want %v", mode, v.makeBeforeBreak, want)
+		}
 	}
 	empty := testGroup("empty", "", "", nil)
 	empty.Object["spec"].(map[string]any)["selector"] = map[string]any{}

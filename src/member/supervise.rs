@@ -18,6 +18,9 @@ pub struct ExecConfig {
     pub command: Vec<String>,
     /// How long the command has to exit after SIGTERM before it is killed.
     pub grace: Duration,
+    /// In a make-before-break group, how long a stopping leader keeps working after its
+    /// demotion, to cover the time its successor takes to learn that it leads.
+    pub handover_linger: Duration,
 }
 
 /// Why supervision stopped without the command's own exit status.
@@ -102,15 +105,33 @@ fn spawn(config: &ExecConfig, state: &State, term: i64) -> Result<Child, ExecErr
         .env("PODIUM_GROUP", state.group.clone().unwrap_or_default())
         .process_group(0)
         .kill_on_drop(true);
+    let supervisor = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    // SAFETY: between fork and exec the closure only makes async-signal-safe calls (prctl,
+    // getppid, _exit) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The command dies with its supervisor, so work never goes on unsupervised (and
+            // unfenced by a stop) when `podium member` itself is killed. The signal follows the
+            // spawning thread; `podium member` spawns from the thread running its main future,
+            // which lives as long as the process.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != supervisor {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
     cmd.spawn().map_err(|source| ExecError::Spawn {
         program: program.clone(),
         source,
     })
 }
 
-/// Stops the command: SIGTERM, then SIGKILL once the grace period is over.
-async fn stop(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
-    send(child, libc::SIGTERM);
+/// Stops the command: `sig` (SIGTERM or SIGINT), then SIGKILL once the grace period is over.
+async fn stop(child: &mut Child, sig: i32, grace: Duration) -> Option<ExitStatus> {
+    send(child, sig);
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => status.ok(),
         Err(_) => {
@@ -118,6 +139,38 @@ async fn stop(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
             child.wait().await.ok()
         }
     }
+}
+
+/// The pod is stopping while the command leads. In a make-before-break group the command keeps
+/// working until podium has labelled a successor and demoted this pod, and then for the
+/// handover linger (all within the grace period), so the group is never without a working
+/// leader; otherwise it is signalled at once.
+/// Returns the command's exit code.
+async fn stop_with_pod(
+    child: &mut Child,
+    lost: &mut (impl std::future::Future<Output = ()> + Unpin),
+    rx: &watch::Receiver<State>,
+    (grace, linger): (Duration, Duration),
+    sig: i32,
+) -> i32 {
+    if rx.borrow().make_before_break {
+        tracing::info!("pod stopping: keeping the command until a successor leads");
+        let deadline = tokio::time::Instant::now() + grace;
+        tokio::select! {
+            status = child.wait() => return status.map_or(1, exit_code),
+            _ = lost => {
+                // Demoted: the successor was labelled first, but its own watch may tell it a
+                // little later than ours told us.
+                tokio::select! {
+                    status = child.wait() => return status.map_or(1, exit_code),
+                    _ = tokio::time::sleep_until((tokio::time::Instant::now() + linger).min(deadline)) => {}
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+    tracing::info!("pod stopping: stopping the command");
+    stop(child, sig, grace).await.map_or(1, exit_code)
 }
 
 /// What ended a leading phase.
@@ -136,7 +189,7 @@ async fn lead(
     step_down_after_unknown: Option<Duration>,
     sigs: &mut mpsc::UnboundedReceiver<i32>,
 ) -> Phase {
-    let mut lost = std::pin::pin!(leadership_lost(rx, term, step_down_after_unknown));
+    let mut lost = std::pin::pin!(leadership_lost(rx.clone(), term, step_down_after_unknown));
     loop {
         tokio::select! {
             status = child.wait() => {
@@ -144,15 +197,14 @@ async fn lead(
             }
             _ = &mut lost => {
                 tracing::info!(term, "leadership ended: stopping the command");
-                stop(child, config.grace).await;
+                stop(child, libc::SIGTERM, config.grace).await;
                 return Phase::Lost;
             }
             Some(sig) = sigs.recv() => {
-                send(child, sig);
                 if stopping(sig) {
-                    let status = child.wait().await;
-                    return Phase::Exit(status.map_or(1, exit_code));
+                    return Phase::Exit(stop_with_pod(child, &mut lost, &rx, (config.grace, config.handover_linger), sig).await);
                 }
+                send(child, sig);
             }
         }
     }

@@ -37,6 +37,7 @@ fn groups(role_label: Option<&str>, leader: Option<&str>) -> BTreeMap<String, Gr
             role_label: role_label.map(str::to_string),
             leader: leader.map(str::to_string),
             selector: None,
+            make_before_break: false,
         },
     )])
 }
@@ -105,6 +106,7 @@ fn tracker(unknown_after: Duration) -> Tracker {
         groups: groups(None, Some("p1")),
         groups_synced: true,
         pending_groups: BTreeMap::new(),
+        pending_pod: None,
         broken: [None, None],
     }
 }
@@ -127,9 +129,42 @@ fn unknown_only_after_the_watch_stays_broken_past_the_limit() {
     // The group watch recovering does not heal the pod watch.
     t.apply(Seen::Group(Box::new(Ok(watcher::Event::InitDone))));
     assert_eq!(t.state(at).role, Role::Unknown);
+    // The pod watch starts over with a list; the role holds through it and is known after.
+    let leader = t.pod.clone().unwrap();
+    t.apply(Seen::Pod(Box::new(Ok(watcher::Event::Init))));
+    t.apply(Seen::Pod(Box::new(Ok(watcher::Event::InitApply(leader)))));
+    assert_eq!(
+        t.state(at).role,
+        Role::Unknown,
+        "not before the list is complete"
+    );
     t.apply(Seen::Pod(Box::new(Ok(watcher::Event::InitDone))));
     assert_eq!(t.state(at).role, Role::Leader);
     assert!(t.unknown_at().is_none());
+}
+
+#[test]
+fn a_relist_replaces_the_pod_only_once_complete() {
+    let mut t = tracker(Duration::from_secs(5));
+    let now = Instant::now();
+    let follower = pod(
+        &[("podium.dev/role", "follower")],
+        &[("podium.dev/group", "g")],
+    );
+    t.apply(Seen::Pod(Box::new(Ok(watcher::Event::Init))));
+    assert_eq!(
+        t.state(now).role,
+        Role::Leader,
+        "no blink at the list's start"
+    );
+    t.apply(Seen::Pod(Box::new(Ok(watcher::Event::InitApply(follower)))));
+    assert_eq!(t.state(now).role, Role::Leader, "nor half-way");
+    t.apply(Seen::Pod(Box::new(Ok(watcher::Event::InitDone))));
+    assert_eq!(t.state(now).role, Role::Follower);
+    // A list without the pod: it is gone.
+    t.apply(Seen::Pod(Box::new(Ok(watcher::Event::Init))));
+    t.apply(Seen::Pod(Box::new(Ok(watcher::Event::InitDone))));
+    assert!(t.pod.is_none());
 }
 
 #[test]
@@ -160,6 +195,7 @@ fn state(role: Role, term: Option<i64>) -> State {
         group: Some("g".into()),
         leader: None,
         at: Timestamp::now(),
+        make_before_break: false,
     }
 }
 

@@ -8,11 +8,22 @@
 // The pod is named by POD_NAME and POD_NAMESPACE; the API server is reached through
 // KUBECONFIG (or -kubeconfig), else the in-cluster configuration. It exits non-zero, with the
 // error on stderr, when the client cannot follow the pod's role, and 0 on SIGTERM or SIGINT.
+//
+// On SIGTERM or SIGINT while leading a group whose spec.handoff.mode is MakeBeforeBreak, it
+// keeps leading until podium has promoted a successor and demoted this pod (or the pod is
+// gone), at most -grace (default 10s), and only then stops: the "stopped" line comes after the
+// handover, so the group never lacks a working leader (Elector.WaitHandover). After the
+// demotion it keeps leading -handover-linger longer (default 250ms, within -grace), so that
+// the successor's "started" — its watch may show its promotion a few milliseconds after this
+// pod's watch shows the demotion — comes before this pod's "stopped" (Config.HandoverLinger).
+// A second signal stops at once. In a BreakBeforeMake group (the default), and when not leading, it stops at
+// once.
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -56,14 +67,16 @@ func main() {
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else the in-cluster configuration)")
 	unknownAfter := flag.Duration("unknown-after", podium.DefaultUnknownAfter, "how long a watch may keep failing before the role is unknown")
 	stepDown := flag.Duration("step-down-after-unknown", 0, "end leadership once the role has been unknown this long (0: never)")
+	grace := flag.Duration("grace", 10*time.Second, "on SIGTERM or SIGINT while leading a MakeBeforeBreak group, how long to keep leading while waiting to be demoted")
+	linger := flag.Duration("handover-linger", podium.DefaultHandoverLinger, "on SIGTERM or SIGINT in a MakeBeforeBreak group, how long to keep leading after the demotion, so the successor learns of its promotion first (within -grace; 0: none)")
 	flag.Parse()
-	if err := run(*kubeconfig, *unknownAfter, *stepDown); err != nil {
+	if err := run(*kubeconfig, *unknownAfter, *stepDown, *grace, *linger); err != nil {
 		fmt.Fprintln(os.Stderr, "podium-member-go:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kubeconfig string, unknownAfter, stepDown time.Duration) error {
+func run(kubeconfig string, unknownAfter, stepDown, grace, linger time.Duration) error {
 	if os.Getenv("POD_NAME") == "" || os.Getenv("POD_NAMESPACE") == "" {
 		return fmt.Errorf("podium: %w", podium.ErrNoIdentity)
 	}
@@ -85,13 +98,12 @@ func run(kubeconfig string, unknownAfter, stepDown time.Duration) error {
 	}
 
 	out := &printer{enc: json.NewEncoder(os.Stdout)}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	return podium.Run(ctx, podium.Config{
+	el, err := podium.NewElector(podium.Config{
 		Client:               client,
 		Dynamic:              dyn,
 		UnknownAfter:         unknownAfter,
 		StepDownAfterUnknown: stepDown,
+		HandoverLinger:       linger,
 		Callbacks: podium.LeaderCallbacks{
 			OnStartedLeading: func(ctx context.Context) {
 				term, _ := podium.TermFromContext(ctx)
@@ -102,4 +114,36 @@ func run(kubeconfig string, unknownAfter, stepDown time.Duration) error {
 			OnNewLeader:      func(leader string) { out.print(event{Event: "new_leader", Leader: leader}) },
 		},
 	})
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case <-sigs:
+		case <-ctx.Done():
+			return
+		}
+		// Keep leading until the handover and its linger (make-before-break only); a second
+		// signal stops at once.
+		waitCtx, stopWaiting := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-sigs:
+				stopWaiting()
+			case <-waitCtx.Done():
+			}
+		}()
+		if err := el.WaitHandover(waitCtx, grace); errors.Is(err, podium.ErrHandoverTimeout) {
+			fmt.Fprintln(os.Stderr, "podium-member-go:", err)
+		}
+		stopWaiting()
+		cancel()
+	}()
+	return el.Run(ctx)
 }
