@@ -69,7 +69,7 @@ demo-down: ## Remove the sample (the operator clears its labels), then stop the 
 	-$(KUBECTL) delete -k config/samples --ignore-not-found --timeout=30s
 	-[ -f target/demo/podium.pid ] && kill $$(cat target/demo/podium.pid) && rm -f target/demo/podium.pid
 
-bench: cluster-up ## Benchmarks (about 15 minutes): target/bench/{results.json,report.md,failover.png}
+bench: cluster-up go-client ## Benchmarks (about 15 minutes): target/bench/{results.json,report.md,failover.png}
 	mkdir -p target/bench
 	cd benches/lease-baseline && CGO_ENABLED=0 go build -trimpath -o ../../target/bench/lease-baseline .
 	cargo bench --bench bench

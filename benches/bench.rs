@@ -1,5 +1,7 @@
 //! `make bench`: failover, traffic switch, scale and schedule figures for podium, beside
-//! client-go's Lease-based election, all measured against the local control plane.
+//! client-go's Lease-based election, all measured against the local control plane; and the
+//! application's view: when a member process (the Go client, `podium-member-go`) learns that
+//! it leads or no longer leads, and what each scheme writes to the API server while idle.
 //! Writes target/bench/results.json and target/bench/report.md (plot.py draws the PNG).
 
 #[path = "../e2e/groups.rs"]
@@ -33,6 +35,18 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// One report table row: the name, then n, p50, p90, p99 and max.
+fn stats_row(name: &str, s: &Value) -> String {
+    format!(
+        "| {name} | {} | {} | {} | {} | {} |\n",
+        cell(&s["n"]),
+        cell(&s["p50"]),
+        cell(&s["p90"]),
+        cell(&s["p99"]),
+        cell(&s["max"])
+    )
 }
 
 /// n, p50, p90, p99 and max of samples in milliseconds (nearest rank).
@@ -197,11 +211,79 @@ struct Candidate {
     child: tokio::process::Child,
 }
 
-/// client-go Lease election: three candidates; kill -9 or SIGTERM the leader, time the successor.
-async fn lease_baseline(kills: usize, releases: usize) -> (Vec<f64>, Vec<f64>) {
+/// client-go Lease timings, in seconds: lease duration, renew deadline, retry period.
+#[derive(Clone, Copy)]
+struct LeaseTimings {
+    lease: f64,
+    renew: f64,
+    retry: f64,
+}
+
+impl LeaseTimings {
+    /// kube-controller-manager's defaults.
+    const DEFAULT: Self = Self {
+        lease: 15.0,
+        renew: 10.0,
+        retry: 2.0,
+    };
+
+    fn args(&self) -> Vec<String> {
+        let d = |s: f64| format!("{}ms", (s * 1000.0).round() as u64);
+        vec![
+            format!("--lease-duration={}", d(self.lease)),
+            format!("--renew-deadline={}", d(self.renew)),
+            format!("--retry-period={}", d(self.retry)),
+        ]
+    }
+
+    fn label(&self) -> String {
+        format!("{} s / {} s / {} s", self.lease, self.renew, self.retry)
+    }
+
+    fn json(&self) -> Value {
+        json!({"lease_duration_s": self.lease, "renew_deadline_s": self.renew, "retry_period_s": self.retry})
+    }
+
+    /// `BENCH_LEASE_TUNED="3,2,0.5"` (seconds); 3 s / 2 s / 0.5 s unless set.
+    fn tuned_from_env() -> Self {
+        let v: Vec<f64> = std::env::var("BENCH_LEASE_TUNED")
+            .unwrap_or_else(|_| "3,2,0.5".into())
+            .split(',')
+            .filter_map(|x| x.trim().parse().ok())
+            .collect();
+        match v[..] {
+            [lease, renew, retry] => Self {
+                lease,
+                renew,
+                retry,
+            },
+            _ => panic!("BENCH_LEASE_TUNED wants three numbers of seconds: lease,renew,retry"),
+        }
+    }
+}
+
+/// One client-go Lease run: kill -9 and release trials, and what an idle window cost.
+struct LeaseRun {
+    kill_ms: Vec<f64>,
+    release_ms: Vec<f64>,
+    idle: Option<IdleWindow>,
+    /// LEADING or STOPPED lines printed during the idle window: each is a leader change
+    /// (or a lost renewal) with nothing provoking it.
+    idle_leader_changes: usize,
+}
+
+/// client-go Lease election: three candidates; optionally an idle window first (writes, and
+/// spurious leader changes), then kill -9 or SIGTERM the leader and time the successor.
+async fn lease_baseline(
+    timings: LeaseTimings,
+    kills: usize,
+    releases: usize,
+    idle_s: u64,
+) -> LeaseRun {
     let ns = TestNs::new("bench-lease").await;
     let bin = out_dir().join("lease-baseline");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, i128)>();
+    // (LEADING or STOPPED, candidate, unix nanos)
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(bool, String, i128)>();
     let spawn = |id: String| {
         let mut child = tokio::process::Command::new(&bin)
             .args([
@@ -212,6 +294,7 @@ async fn lease_baseline(kills: usize, releases: usize) -> (Vec<f64>, Vec<f64>) {
                 "--id",
                 &id,
             ])
+            .args(timings.args())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -223,21 +306,59 @@ async fn lease_baseline(kills: usize, releases: usize) -> (Vec<f64>, Vec<f64>) {
             let mut lines = BufReader::new(out).lines();
             while let Ok(Some(l)) = lines.next_line().await {
                 let parts: Vec<&str> = l.split_whitespace().collect();
-                if let ["LEADING", id, nanos] = parts[..] {
-                    let _ = tx.send((id.to_string(), nanos.parse().unwrap_or(0)));
+                if let [what @ ("LEADING" | "STOPPED"), id, nanos] = parts[..] {
+                    let _ = tx.send((
+                        what == "LEADING",
+                        id.to_string(),
+                        nanos.parse().unwrap_or(0),
+                    ));
                 }
             }
         });
         Candidate { child }
     };
+    let recv_leading = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<_>| loop {
+        let (leading, id, at): (bool, String, i128) =
+            tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .expect("a Lease candidate leads within 60 s")
+                .unwrap();
+        if leading {
+            return (id, at);
+        }
+    };
     let mut cands: HashMap<String, Candidate> = HashMap::new();
     for i in 0..3 {
         cands.insert(format!("c{i}"), spawn(format!("c{i}")));
     }
-    let (mut leader, _) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (mut leader, _) = recv_leading(&mut rx).await;
+    let mut idle = None;
+    let mut idle_leader_changes = 0;
+    if idle_s > 0 {
+        // Let the followers come up and try once, then count what sitting still costs.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        while rx.try_recv().is_ok() {}
+        let window = idle_window(&ns, &["leases"], Duration::from_secs(idle_s)).await;
+        while let Ok((leading, id, _)) = rx.try_recv() {
+            println!(
+                "  lease idle: {id} {} with nothing provoking it",
+                if leading {
+                    "started leading"
+                } else {
+                    "stopped"
+                }
+            );
+            idle_leader_changes += 1;
+            if leading {
+                leader = id;
+            }
+        }
+        println!(
+            "  lease idle {} s: {} lease writes, {} Lease changes in the namespace, {idle_leader_changes} leader changes",
+            idle_s, window.writes, window.ns_changes
+        );
+        idle = Some(window);
+    }
     let now_nanos = || jiff::Timestamp::now().as_nanosecond();
     let (mut kill_ms, mut release_ms) = (vec![], vec![]);
     for i in 0..kills + releases {
@@ -253,10 +374,7 @@ async fn lease_baseline(kills: usize, releases: usize) -> (Vec<f64>, Vec<f64>) {
                 .status();
         }
         let (next, at) = loop {
-            let (id, at) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
-                .await
-                .unwrap()
-                .unwrap();
+            let (id, at) = recv_leading(&mut rx).await;
             if id != leader {
                 break (id, at);
             }
@@ -275,7 +393,498 @@ async fn lease_baseline(kills: usize, releases: usize) -> (Vec<f64>, Vec<f64>) {
         cands.insert(leader.clone(), spawn(leader.clone()));
         leader = next;
     }
-    (kill_ms, release_ms)
+    drop(cands);
+    let name = ns.name.clone();
+    drop(ns);
+    wait_ns_gone(&name).await;
+    LeaseRun {
+        kill_ms,
+        release_ms,
+        idle,
+        idle_leader_changes,
+    }
+}
+
+/// Waits (up to 60 s) until a namespace deleted in the background is gone, so that its
+/// deletion's writes do not land in the next measurement.
+async fn wait_ns_gone(name: &str) {
+    let api = Api::<k8s_openapi::api::core::v1::Namespace>::all(client().await);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && api.get_opt(name).await.ok().flatten().is_some() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// API writes over one idle window: the API server's counters for `resources` (all
+/// namespaces: background writes included, subtract a baseline) and, for a cross-check, the
+/// changes a watch of the bench namespace saw on the same kinds.
+#[derive(Clone, Debug)]
+struct IdleWindow {
+    secs: f64,
+    writes: f64,
+    ns_changes: usize,
+}
+
+const WRITE_VERBS: [&str; 5] = ["POST", "PUT", "PATCH", "APPLY", "DELETE"];
+
+/// Write requests (any subresource, any response code) on `resources` between two snapshots.
+fn write_requests(
+    a: &BTreeMap<(String, String, String), f64>,
+    b: &BTreeMap<(String, String, String), f64>,
+    resources: &[&str],
+) -> f64 {
+    b.iter()
+        .filter(|((verb, res, _), _)| {
+            WRITE_VERBS.contains(&verb.as_str()) && resources.contains(&res.as_str())
+        })
+        .map(|(k, v)| v - a.get(k).copied().unwrap_or(0.0))
+        .sum()
+}
+
+/// Counts the changes a watch sees on one kind in a namespace until `until`.
+async fn changes_until<K>(api: Api<K>, until: tokio::time::Instant) -> usize
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let stream = watcher(api, watcher::Config::default());
+    let mut stream = std::pin::pin!(stream);
+    let (mut live, mut n) = (false, 0);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(until, stream.next()).await {
+        match ev {
+            Ok(watcher::Event::InitDone) => live = true,
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) if live => n += 1,
+            _ => {}
+        }
+    }
+    n
+}
+
+/// One idle window of `dur` over `resources` (among pods, electiongroups, events, leases).
+async fn idle_window(ns: &TestNs, resources: &[&str], dur: Duration) -> IdleWindow {
+    let client = ns.client.clone();
+    let before = request_counts(&client).await;
+    let t0 = Instant::now();
+    let until = tokio::time::Instant::now() + dur;
+    let count = |r: &str| resources.contains(&r);
+    let (pods, groups, events, leases) = tokio::join!(
+        async {
+            if count("pods") {
+                changes_until(ns.api::<Pod>(), until).await
+            } else {
+                0
+            }
+        },
+        async {
+            if count("electiongroups") {
+                changes_until(ns.api::<ElectionGroup>(), until).await
+            } else {
+                0
+            }
+        },
+        async {
+            if count("events") {
+                changes_until(ns.api::<k8s_openapi::api::events::v1::Event>(), until).await
+            } else {
+                0
+            }
+        },
+        async {
+            if count("leases") {
+                changes_until(ns.api::<k8s_openapi::api::coordination::v1::Lease>(), until).await
+            } else {
+                0
+            }
+        },
+    );
+    tokio::time::sleep_until(until).await;
+    let after = request_counts(&client).await;
+    IdleWindow {
+        secs: t0.elapsed().as_secs_f64(),
+        writes: write_requests(&before, &after, resources),
+        ns_changes: pods + groups + events + leases,
+    }
+}
+
+/// Resources podium writes: pod labels and annotations, group status, Events.
+const PODIUM_RESOURCES: [&str; 3] = ["pods", "electiongroups", "events"];
+
+/// Background write rates (per second) with nothing of the bench running, per resource set.
+struct Background {
+    window: IdleWindow,
+    podium_per_s: f64,
+    leases_per_s: f64,
+}
+
+async fn background(dur: Duration) -> Background {
+    let ns = TestNs::new("bench-idle-baseline").await;
+    let client = ns.client.clone();
+    let before = request_counts(&client).await;
+    let t0 = Instant::now();
+    tokio::time::sleep(dur).await;
+    let after = request_counts(&client).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let podium = write_requests(&before, &after, &PODIUM_RESOURCES);
+    let leases = write_requests(&before, &after, &["leases"]);
+    let name = ns.name.clone();
+    drop(ns);
+    wait_ns_gone(&name).await;
+    Background {
+        window: IdleWindow {
+            secs,
+            writes: podium + leases,
+            ns_changes: 0,
+        },
+        podium_per_s: podium / secs,
+        leases_per_s: leases / secs,
+    }
+}
+
+/// Writes per group per second over an idle window, less the background rate.
+fn idle_row(w: &IdleWindow, background_per_s: f64, groups: usize) -> Value {
+    let net = w.writes - background_per_s * w.secs;
+    let per_group = net / w.secs / groups as f64;
+    json!({
+        "groups": groups,
+        "window_s": (w.secs * 10.0).round() / 10.0,
+        "writes": w.writes,
+        "background_writes": (background_per_s * w.secs * 10.0).round() / 10.0,
+        "per_group_per_s": (per_group * 1000.0).round() / 1000.0,
+        "ns_changes": w.ns_changes,
+        "ns_changes_per_group_per_s": ((w.ns_changes as f64 / w.secs / groups as f64) * 1000.0).round() / 1000.0,
+    })
+}
+
+/// One line a member process printed, stamped when the bench read it.
+#[derive(Clone, Debug)]
+struct MemberEvent {
+    pod: String,
+    event: String,
+    term: Option<i64>,
+    leader: Option<String>,
+    at: Option<jiff::Timestamp>,
+    seen: Instant,
+}
+
+/// `podium-member-go` processes, one per pod, as the pods' own processes; their stdout lines
+/// are read as they come.
+struct AppMembers {
+    ns: String,
+    bin: PathBuf,
+    procs: HashMap<String, tokio::process::Child>,
+    events: Arc<Mutex<Vec<MemberEvent>>>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl AppMembers {
+    fn new(ns: &str) -> Self {
+        let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/go/podium-member-go");
+        assert!(
+            bin.exists(),
+            "{} is missing: `make go-client` builds it (make bench does first)",
+            bin.display()
+        );
+        Self {
+            ns: ns.to_string(),
+            bin,
+            procs: HashMap::new(),
+            events: Arc::default(),
+            changed: Arc::default(),
+        }
+    }
+
+    fn spawn(&mut self, pod: &str) {
+        let logs = out_dir().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let err = std::fs::File::create(logs.join(format!("{}-{pod}.log", self.ns))).unwrap();
+        let mut child = tokio::process::Command::new(&self.bin)
+            .arg("-kubeconfig")
+            .arg(kubeconfig_path())
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("POD_NAME", pod)
+            .env("POD_NAMESPACE", &self.ns)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start podium-member-go");
+        let out = child.stdout.take().unwrap();
+        let (events, changed, pod_name) =
+            (self.events.clone(), self.changed.clone(), pod.to_string());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                let seen = Instant::now();
+                let Ok(v) = serde_json::from_str::<Value>(&l) else {
+                    continue;
+                };
+                events.lock().unwrap().push(MemberEvent {
+                    pod: pod_name.clone(),
+                    event: v["event"].as_str().unwrap_or("").to_string(),
+                    term: v["term"].as_i64(),
+                    leader: v["leader"].as_str().map(str::to_string),
+                    at: v["at"].as_str().and_then(|a| a.parse().ok()),
+                    seen,
+                });
+                changed.notify_waiters();
+            }
+        });
+        self.procs.insert(pod.to_string(), child);
+    }
+
+    async fn kill(&mut self, pod: &str) {
+        if let Some(mut c) = self.procs.remove(pod) {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Waits until `ok` holds over the events so far; returns what it returned.
+    async fn wait<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&[MemberEvent]) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            if let Some(t) = ok(&self.events.lock().unwrap()) {
+                return t;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, changed).await.is_err() {
+                let tail: Vec<String> = self
+                    .events
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .rev()
+                    .take(12)
+                    .map(|e| format!("{} {} {:?} {:?}", e.pod, e.event, e.term, e.leader))
+                    .collect();
+                panic!("{what}: not printed within {timeout:?}; last lines: {tail:#?}");
+            }
+        }
+    }
+
+    /// Waits until `leader`'s process leads under `term` and every other one has printed
+    /// `leader` as the leader.
+    async fn wait_settled(&self, leader: &str, term: i64) {
+        let pods: Vec<String> = self.procs.keys().cloned().collect();
+        self.wait(
+            &format!("members settled on {leader} (term {term})"),
+            Duration::from_secs(30),
+            |evs| {
+                let last = |pod: &str, f: &dyn Fn(&MemberEvent) -> bool| {
+                    evs.iter().rev().find(|e| e.pod == pod && f(e)).cloned()
+                };
+                let leading = last(leader, &|e| e.event == "started" || e.event == "stopped")
+                    .is_some_and(|e| e.event == "started" && e.term == Some(term));
+                let followers_know = pods.iter().all(|p| {
+                    last(p, &|e| e.event == "new_leader")
+                        .is_some_and(|e| e.leader.as_deref() == Some(leader))
+                });
+                (leading && followers_know).then_some(())
+            },
+        )
+        .await
+    }
+}
+
+/// The application's view: a group of three pods, each with its own `podium-member-go`.
+/// Alternately the leader pod is deleted (time until the successor's process prints
+/// `started`) and a manual handoff is requested (time until the old leader's process prints
+/// `stopped`, and until the new one's prints `started`). Then, if `idle_s` > 0, an idle
+/// window with everything settled.
+struct AppRun {
+    failover_ms: Vec<f64>,
+    failover_at_ms: Vec<f64>,
+    stepdown_ms: Vec<f64>,
+    handoff_started_ms: Vec<f64>,
+    idle: Option<IdleWindow>,
+}
+
+async fn app_failover(trials: usize, idle_s: u64) -> AppRun {
+    let s = Setup::new("bench-app").await;
+    s.pods(&["p0", "p1", "p2"], &[("app", "x")]).await;
+    s.apply_group("api", json!({"selector": {"matchLabels": {"app": "x"}}}))
+        .await
+        .unwrap();
+    let mut members = AppMembers::new(&s.ns.name);
+    for p in ["p0", "p1", "p2"] {
+        members.spawn(p);
+    }
+    let mut run = AppRun {
+        failover_ms: vec![],
+        failover_at_ms: vec![],
+        stepdown_ms: vec![],
+        handoff_started_ms: vec![],
+        idle: None,
+    };
+    let settle = async |members: &AppMembers| {
+        let g = s
+            .wait_group("api", "3 ready with a leader", |g| {
+                let st = status(g);
+                st.ready_members == 3 && st.members == 3 && st.leader.is_some()
+            })
+            .await;
+        let (leader, term) = (status(&g).leader.unwrap(), status(&g).term);
+        s.wait_leader("api", "app=x", &leader).await;
+        members.wait_settled(&leader, term).await;
+        leader
+    };
+    let mut next = 3;
+    for i in 0..trials * 2 {
+        let old = settle(&members).await;
+        let start = Instant::now();
+        let start_wall = jiff::Timestamp::now();
+        if i % 2 == 0 {
+            s.ns.delete_pod_now(&old).await;
+            let ev = members
+                .wait("a successor started", Duration::from_secs(30), |evs| {
+                    evs.iter()
+                        .find(|e| e.seen >= start && e.pod != old && e.event == "started")
+                        .cloned()
+                })
+                .await;
+            let ms = ev.seen.duration_since(start).as_secs_f64() * 1000.0;
+            let at_ms = ev.at.map_or(f64::NAN, |at| {
+                at.duration_since(start_wall).as_secs_f64() * 1000.0
+            });
+            println!(
+                "  app failover {old} -> {}: started printed after {ms:.1} ms (its own clock: {at_ms:.1} ms)",
+                ev.pod
+            );
+            run.failover_ms.push(ms);
+            run.failover_at_ms.push(at_ms);
+            members.kill(&old).await;
+            let name = format!("p{next}");
+            next += 1;
+            s.ns.create_pod(&name, &[("app", "x")]).await;
+            s.ns.wait_running(&name).await;
+            members.spawn(&name);
+        } else {
+            let mut others: Vec<String> = members
+                .procs
+                .keys()
+                .filter(|p| **p != old)
+                .cloned()
+                .collect();
+            others.sort();
+            let to = others[i / 2 % others.len()].clone();
+            let patch = json!({"metadata": {"annotations": {"podium.dev/handoff-to": &to}}});
+            s.groups()
+                .patch("api", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .unwrap();
+            let at = |pod: &str, event: &str| {
+                let (pod, event) = (pod.to_string(), event.to_string());
+                move |evs: &[MemberEvent]| {
+                    evs.iter()
+                        .find(|e| e.seen >= start && e.pod == pod && e.event == event)
+                        .map(|e| e.seen.duration_since(start).as_secs_f64() * 1000.0)
+                }
+            };
+            let stopped = members
+                .wait(
+                    "the old leader stopped",
+                    Duration::from_secs(30),
+                    at(&old, "stopped"),
+                )
+                .await;
+            let started = members
+                .wait(
+                    "the new leader started",
+                    Duration::from_secs(30),
+                    at(&to, "started"),
+                )
+                .await;
+            println!(
+                "  app handoff {old} -> {to}: stopped after {stopped:.1} ms, started after {started:.1} ms"
+            );
+            run.stepdown_ms.push(stopped);
+            run.handoff_started_ms.push(started);
+        }
+    }
+    if idle_s > 0 {
+        settle(&members).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let w = idle_window(&s.ns, &PODIUM_RESOURCES, Duration::from_secs(idle_s)).await;
+        println!(
+            "  podium idle {idle_s} s: {} pod/group/event writes (all namespaces), {} changes in the namespace",
+            w.writes, w.ns_changes
+        );
+        run.idle = Some(w);
+    }
+    drop(members);
+    let name = s.ns.name.clone();
+    drop(s);
+    wait_ns_gone(&name).await;
+    run
+}
+
+/// Creates `n` pods (the i-th from `manifest(i)`) at `concurrency`, and waits until all are Ready.
+async fn create_ready_pods(
+    api: &Api<Pod>,
+    n: usize,
+    concurrency: usize,
+    timeout: Duration,
+    manifest: impl Fn(usize) -> Pod,
+) {
+    stream::iter((0..n).map(manifest))
+        .map(|p| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &p).await.unwrap();
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    wait_for_list(
+        api,
+        watcher::Config::default(),
+        timeout,
+        "pods ready",
+        |p| p.len() == n && p.iter().all(|p| pod_ready(p)),
+    )
+    .await;
+}
+
+/// Raw API capacity when no scale run measures it: label patches of 100 pods from a plain
+/// client at `concurrency`, as in the scale runs.
+async fn raw_patch_rate(concurrency: usize) -> f64 {
+    let ns = TestNs::new("bench-raw").await;
+    let pods_api = ns.api::<Pod>();
+    let pods_n = 100;
+    create_ready_pods(
+        &pods_api,
+        pods_n,
+        concurrency,
+        Duration::from_secs(120),
+        |i| pod_manifest(&format!("r{i}"), &[("bench", "raw")], &[]),
+    )
+    .await;
+    let raw_n = 1000;
+    let start = Instant::now();
+    stream::iter(0..raw_n)
+        .map(|i| {
+            let api = pods_api.clone();
+            async move {
+                let patch = json!({"metadata": {"labels": {"bench-raw": i.to_string()}}});
+                api.patch(
+                    &format!("r{}", i % pods_n),
+                    &PatchParams::default(),
+                    &Patch::Merge(patch),
+                )
+                .await
+                .unwrap();
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    raw_n as f64 / start.elapsed().as_secs_f64()
 }
 
 /// API server request counters by (verb, resource, subresource).
@@ -354,24 +963,15 @@ async fn scale(groups_n: usize, concurrency: usize) -> (Value, f64) {
     let pods_n = groups_n * 5;
     println!("  creating {pods_n} pods and {groups_n} groups");
     let pods_api = ns.api::<Pod>();
-    stream::iter(0..pods_n)
-        .map(|i| {
-            let api = pods_api.clone();
-            async move {
-                let g = format!("g{}", i / 5);
-                let p = pod_manifest(&format!("{g}-{}", i % 5), &[("group", &g)], &[]);
-                api.create(&PostParams::default(), &p).await.unwrap();
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect::<Vec<_>>()
-        .await;
-    wait_for_list(
+    create_ready_pods(
         &pods_api,
-        watcher::Config::default(),
+        pods_n,
+        concurrency,
         Duration::from_secs(600),
-        "pods ready",
-        |p| p.len() == pods_n && p.iter().all(|p| pod_ready(p)),
+        |i| {
+            let g = format!("g{}", i / 5);
+            pod_manifest(&format!("{g}-{}", i % 5), &[("group", &g)], &[])
+        },
     )
     .await;
     let groups_api: Api<ElectionGroup> = ns.api();
@@ -684,20 +1284,13 @@ fn report(r: &Value) -> String {
             "schedule_offset_ms",
         ),
     ] {
-        let s = &r[key];
-        md.push_str(&format!(
-            "| {name} | {} | {} | {} | {} | {} |\n",
-            cell(&s["n"]),
-            cell(&s["p50"]),
-            cell(&s["p90"]),
-            cell(&s["p99"]),
-            cell(&s["max"])
-        ));
+        md.push_str(&stats_row(name, &r[key]));
     }
     md.push_str(&format!(
         "\nLease kill -9 median / podium delete-failover p99: **{}×**. Raw API capacity: {} pod label patches/s at concurrency {}.\n\n",
         cell(&r["lease_median_over_podium_p99"]), cell(&r["raw_patch_per_s"]), cell(&r["concurrency"])
     ));
+    md.push_str(&app_report(r));
     md.push_str("## Scale (one operator, groups of 5 pods)\n\n| groups | pods | converge ms | writes | min writes | idle writes 60 s | peak RSS MiB | storm p50 ms | storm p99 ms |\n|---|---|---|---|---|---|---|---|---|\n");
     for s in r["scale"].as_array().unwrap() {
         md.push_str(&format!(
@@ -717,11 +1310,103 @@ fn report(r: &Value) -> String {
     md
 }
 
+/// The application's view and the idle cost, as markdown.
+fn app_report(r: &Value) -> String {
+    let mut md = String::new();
+    let secs = |k: &str| {
+        let t = &r[k];
+        format!(
+            "{} s / {} s / {} s",
+            cell(&t["lease_duration_s"]),
+            cell(&t["renew_deadline_s"]),
+            cell(&t["retry_period_s"])
+        )
+    };
+    md.push_str("## The application's view of failover (ms)\n\nTimes are taken by the bench when it reads the member process's stdout line: podium's through `podium-member-go` (the Go client) run as each pod's process; client-go's from the candidate's own `LEADING` line.\n\n| measurement | n | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|\n");
+    for (name, key) in [
+        (
+            "podium app failover: leader pod deleted → successor's process prints `started`"
+                .to_string(),
+            "app_failover_ms",
+        ),
+        (
+            "podium app stepdown: manual handoff → old leader's process prints `stopped`"
+                .to_string(),
+            "app_stepdown_ms",
+        ),
+        (
+            "podium app handoff: manual handoff → new leader's process prints `started`"
+                .to_string(),
+            "app_handoff_started_ms",
+        ),
+        (
+            format!(
+                "client-go Lease default ({}): kill -9 → successor leading",
+                secs("lease_default")
+            ),
+            "lease_kill_ms",
+        ),
+        (
+            format!(
+                "client-go Lease tuned ({}): kill -9 → successor leading",
+                secs("lease_tuned")
+            ),
+            "lease_tuned_kill_ms",
+        ),
+    ] {
+        md.push_str(&stats_row(&name, &r[key]));
+    }
+    md.push_str(&format!(
+        "\nTuned Lease kill -9 median / podium app failover p99: **{}×**. Leader changes while idle (nothing provoking them): default {}, tuned {}.\n\n",
+        cell(&r["lease_tuned_kill_median_over_app_failover_p99"]),
+        cell(&r["lease_idle_leader_changes"]["default"]),
+        cell(&r["lease_idle_leader_changes"]["tuned"]),
+    ));
+    let rows = &r["idle"]["rows"];
+    if rows.as_object().is_some_and(|m| !m.is_empty()) {
+        let bg = &r["idle"]["background_writes_per_s"];
+        md.push_str(&format!(
+            "## Idle API writes (one group, {} s window)\n\nWrite requests (POST, PUT, PATCH, APPLY, DELETE) from the API server's `apiserver_request_total`, on pods, ElectionGroups and Events for podium and on Leases for client-go, less the background rate measured first with nothing of the bench running ({} writes/s on pods, ElectionGroups and Events; {} on Leases: kwok's node Leases, the controller manager's and scheduler's). `ns changes` counts what a watch of the bench namespace saw change on the same kinds, as a cross-check immune to other namespaces' writes. Raw API capacity: {} pod label patches/s.\n\n| system | writes in window | background | writes / group / s | ns changes / group / s | at 1,000 groups, writes/s | % of raw patch capacity |\n|---|---|---|---|---|---|---|\n",
+            cell(&r["idle"]["window_s"]),
+            cell(&bg["pods_electiongroups_events"]),
+            cell(&bg["leases"]),
+            cell(&r["raw_patch_per_s"]),
+        ));
+        for (name, key) in [
+            ("podium (operator + 3 member processes)", "podium"),
+            ("client-go Lease default (3 candidates)", "lease_default"),
+            ("client-go Lease tuned (3 candidates)", "lease_tuned"),
+        ] {
+            let row = &rows[key];
+            if row.is_null() {
+                continue;
+            }
+            md.push_str(&format!(
+                "| {name} | {} | {} | {} | {} | {} | {} |\n",
+                cell(&row["writes"]),
+                cell(&row["background_writes"]),
+                cell(&row["per_group_per_s"]),
+                cell(&row["ns_changes_per_group_per_s"]),
+                cell(&row["per_1000_groups_per_s"]),
+                cell(&row["pct_of_raw_patch_capacity"]),
+            ));
+        }
+        md.push('\n');
+    }
+    md
+}
+
 #[tokio::main]
 async fn main() {
     let trials = env_usize("BENCH_TRIALS", 50);
+    let app_trials = env_usize("BENCH_APP_TRIALS", 30);
+    let idle_s = env_usize("BENCH_IDLE_SECONDS", 30) as u64;
     let concurrency = env_usize("BENCH_CONCURRENCY", 16);
     let handoffs = env_usize("BENCH_HANDOFFS", 10);
+    let lease_kills = env_usize("BENCH_LEASE_KILLS", 5);
+    let lease_releases = env_usize("BENCH_LEASE_RELEASES", 10);
+    let tuned_kills = env_usize("BENCH_LEASE_TUNED_KILLS", 20);
+    let tuned = LeaseTimings::tuned_from_env();
     let mut scales: Vec<usize> = std::env::var("BENCH_SCALES")
         .unwrap_or_else(|_| "100,1000".into())
         .split(',')
@@ -743,21 +1428,60 @@ async fn main() {
         .map(|v| v.git_version)
         .unwrap_or_default();
 
-    println!("failover: {trials} delete and {trials} NotReady trials");
-    let (delete_ms, unready_ms, traffic_ms) = failover(trials).await;
-    println!(
-        "  delete {}  unready {}  traffic {}",
-        stats(&delete_ms),
-        stats(&unready_ms),
-        stats(&traffic_ms)
-    );
+    // The idle baseline runs first, with nothing of the bench running yet.
+    let bg = if idle_s > 0 {
+        println!("idle baseline: {idle_s} s with nothing of the bench running");
+        let bg = background(Duration::from_secs(idle_s)).await;
+        println!(
+            "  background writes/s: pods+electiongroups+events {:.2}, leases {:.2}",
+            bg.podium_per_s, bg.leases_per_s
+        );
+        Some(bg)
+    } else {
+        None
+    };
 
-    println!("client-go Lease baseline: 5 kill -9 and 10 release trials");
-    let (lease_kill, lease_release) = lease_baseline(
-        env_usize("BENCH_LEASE_KILLS", 5),
-        env_usize("BENCH_LEASE_RELEASES", 10),
-    )
-    .await;
+    let app = if app_trials > 0 || idle_s > 0 {
+        println!(
+            "application's view (podium-member-go): {app_trials} leader deletions and {app_trials} manual handoffs"
+        );
+        Some(app_failover(app_trials, idle_s).await)
+    } else {
+        None
+    };
+
+    let (delete_ms, unready_ms, traffic_ms) = if trials > 0 {
+        println!("failover: {trials} delete and {trials} NotReady trials");
+        let r = failover(trials).await;
+        println!(
+            "  delete {}  unready {}  traffic {}",
+            stats(&r.0),
+            stats(&r.1),
+            stats(&r.2)
+        );
+        r
+    } else {
+        (vec![], vec![], vec![])
+    };
+
+    let lease_default = if lease_kills + lease_releases > 0 || idle_s > 0 {
+        println!(
+            "client-go Lease baseline ({}): {lease_kills} kill -9 and {lease_releases} release trials",
+            LeaseTimings::DEFAULT.label()
+        );
+        Some(lease_baseline(LeaseTimings::DEFAULT, lease_kills, lease_releases, idle_s).await)
+    } else {
+        None
+    };
+    let lease_tuned = if tuned_kills > 0 || idle_s > 0 {
+        println!(
+            "client-go Lease, tuned ({}): {tuned_kills} kill -9 trials",
+            tuned.label()
+        );
+        Some(lease_baseline(tuned, tuned_kills, 0, idle_s).await)
+    } else {
+        None
+    };
 
     let mut scale_rows = vec![];
     let mut raw = 0.0;
@@ -767,19 +1491,82 @@ async fn main() {
         raw = f64::max(raw, raw_per_s);
         scale_rows.push(row);
     }
+    if raw == 0.0 && idle_s > 0 {
+        println!("raw API capacity: 1000 pod label patches at concurrency {concurrency}");
+        raw = raw_patch_rate(concurrency).await;
+        println!("  {raw:.1} patches/s");
+    }
 
-    println!("schedule punctuality: {handoffs} handoffs of @every 10s");
-    let offsets = schedule_offsets(handoffs).await;
+    let offsets = if handoffs > 0 {
+        println!("schedule punctuality: {handoffs} handoffs of @every 10s");
+        schedule_offsets(handoffs).await
+    } else {
+        vec![]
+    };
 
-    let delete_stats = stats(&delete_ms);
-    let lease_kill_stats = stats(&lease_kill);
-    let ratio = match (
-        lease_kill_stats["p50"].as_f64(),
-        delete_stats["p99"].as_f64(),
-    ) {
-        (Some(l), Some(p)) if p > 0.0 => json!((l / p * 10.0).round() / 10.0),
+    let ratio = |num: &Value, den: &Value| match (num.as_f64(), den.as_f64()) {
+        (Some(n), Some(d)) if d > 0.0 => json!((n / d * 10.0).round() / 10.0),
         _ => Value::Null,
     };
+    let delete_stats = stats(&delete_ms);
+    let lease_kill = lease_default
+        .as_ref()
+        .map(|r| r.kill_ms.clone())
+        .unwrap_or_default();
+    let lease_release = lease_default
+        .as_ref()
+        .map(|r| r.release_ms.clone())
+        .unwrap_or_default();
+    let tuned_kill = lease_tuned
+        .as_ref()
+        .map(|r| r.kill_ms.clone())
+        .unwrap_or_default();
+    let lease_kill_stats = stats(&lease_kill);
+    let tuned_kill_stats = stats(&tuned_kill);
+    let app_samples =
+        |f: fn(&AppRun) -> &Vec<f64>| app.as_ref().map(|a| f(a).clone()).unwrap_or_default();
+    let app_failover_ms = app_samples(|a| &a.failover_ms);
+    let app_failover_stats = stats(&app_failover_ms);
+    let app_stepdown_ms = app_samples(|a| &a.stepdown_ms);
+
+    // Idle writes per group per second, less the background; and at 1,000 groups.
+    let mut idle_rows = serde_json::Map::new();
+    if let Some(bg) = &bg {
+        let rows = [
+            (
+                "podium",
+                app.as_ref().and_then(|a| a.idle.clone()),
+                bg.podium_per_s,
+            ),
+            (
+                "lease_default",
+                lease_default.as_ref().and_then(|r| r.idle.clone()),
+                bg.leases_per_s,
+            ),
+            (
+                "lease_tuned",
+                lease_tuned.as_ref().and_then(|r| r.idle.clone()),
+                bg.leases_per_s,
+            ),
+        ];
+        for (name, w, bg_per_s) in rows {
+            let Some(w) = w else { continue };
+            let mut row = idle_row(&w, bg_per_s, 1);
+            let per_group = row["per_group_per_s"].as_f64().unwrap_or(0.0);
+            row["per_1000_groups_per_s"] = json!((per_group * 1000.0 * 10.0).round() / 10.0);
+            row["pct_of_raw_patch_capacity"] = if raw > 0.0 {
+                json!((per_group * 1000.0 / raw * 100.0 * 10.0).round() / 10.0)
+            } else {
+                Value::Null
+            };
+            idle_rows.insert(name.into(), row);
+        }
+    }
+    let idle_per_group: serde_json::Map<String, Value> = idle_rows
+        .iter()
+        .map(|(k, v)| (k.clone(), v["per_group_per_s"].clone()))
+        .collect();
+
     let results = json!({
         "date": jiff::Timestamp::now().to_string(),
         "kubernetes": version,
@@ -791,12 +1578,47 @@ async fn main() {
         "lease_kill_ms": lease_kill_stats,
         "lease_release_ms": stats(&lease_release),
         "schedule_offset_ms": stats(&offsets),
-        "lease_median_over_podium_p99": ratio,
+        "lease_median_over_podium_p99": ratio(&lease_kill_stats["p50"], &delete_stats["p99"]),
+        "app_failover_ms": app_failover_stats,
+        "app_failover_member_clock_ms": stats(&app_samples(|a| &a.failover_at_ms)),
+        "app_stepdown_ms": stats(&app_stepdown_ms),
+        "app_handoff_started_ms": stats(&app_samples(|a| &a.handoff_started_ms)),
+        "lease_tuned_kill_ms": tuned_kill_stats,
+        "lease_tuned": tuned.json(),
+        "lease_default": LeaseTimings::DEFAULT.json(),
+        "lease_idle_leader_changes": {
+            "default": lease_default.as_ref().filter(|r| r.idle.is_some()).map(|r| r.idle_leader_changes),
+            "tuned": lease_tuned.as_ref().filter(|r| r.idle.is_some()).map(|r| r.idle_leader_changes),
+        },
+        "lease_tuned_kill_median_over_app_failover_p99": ratio(&tuned_kill_stats["p50"], &app_failover_stats["p99"]),
+        "idle_writes_per_group_per_s": idle_per_group,
+        "idle": {
+            "window_s": idle_s,
+            "background_writes_per_s": bg.as_ref().map(|b| json!({
+                "pods_electiongroups_events": (b.podium_per_s * 1000.0).round() / 1000.0,
+                "leases": (b.leases_per_s * 1000.0).round() / 1000.0,
+                "window_s": (b.window.secs * 10.0).round() / 10.0,
+            })),
+            "rows": idle_rows,
+        },
         "raw_patch_per_s": (raw * 10.0).round() / 10.0,
         "scale": scale_rows,
-        "samples": {"failover_delete_ms": delete_ms, "failover_unready_ms": unready_ms, "lease_kill_ms": lease_kill, "lease_release_ms": lease_release},
+        "samples": {"failover_delete_ms": delete_ms, "failover_unready_ms": unready_ms, "lease_kill_ms": lease_kill, "lease_release_ms": lease_release,
+                    "app_failover_ms": app_failover_ms, "app_stepdown_ms": app_stepdown_ms, "lease_tuned_kill_ms": tuned_kill},
         "duration_s": begun.elapsed().as_secs(),
     });
+    println!(
+        "app failover {}  app stepdown {}  lease tuned kill {}  lease default kill {}",
+        results["app_failover_ms"],
+        results["app_stepdown_ms"],
+        results["lease_tuned_kill_ms"],
+        results["lease_kill_ms"]
+    );
+    println!(
+        "lease_tuned_kill_median_over_app_failover_p99 = {}; idle writes per group per s: {}",
+        results["lease_tuned_kill_median_over_app_failover_p99"],
+        results["idle_writes_per_group_per_s"]
+    );
     std::fs::write(
         out_dir().join("results.json"),
         serde_json::to_string_pretty(&results).unwrap(),

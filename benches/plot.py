@@ -16,8 +16,12 @@ series = [
     ("podium: leader NotReady", s["failover_unready_ms"]),
     ("Lease: leader kill -9", s["lease_kill_ms"]),
     ("Lease: leader released", s["lease_release_ms"]),
+    ("podium app: successor's process started", s.get("app_failover_ms", [])),
+    ("podium app: old leader's process stopped", s.get("app_stepdown_ms", [])),
+    ("Lease tuned: leader kill -9", s.get("lease_tuned_kill_ms", [])),
 ]
-fig, ax = plt.subplots(figsize=(9, 4.8))
+series = [(name, xs) for name, xs in series if xs]
+fig, ax = plt.subplots(figsize=(9, 1.2 + 0.6 * len(series)))
 for i, (name, xs) in enumerate(series):
     ax.scatter(xs, [i + (j % 7 - 3) * 0.03 for j in range(len(xs))], s=14, alpha=0.6)
     ax.boxplot(xs, positions=[i], orientation="horizontal", widths=0.35, showfliers=False)

@@ -1,7 +1,9 @@
-// Command lease-baseline is one candidate of client-go's Lease-based leader election,
-// with the timings kube-controller-manager uses by default. It prints
-// "LEADING <identity> <unix-nanos>" when it starts leading and exits 0 on SIGTERM,
-// releasing the Lease (ReleaseOnCancel).
+// Command lease-baseline is one candidate of client-go's Lease-based leader election, by
+// default with the timings kube-controller-manager uses (15 s lease, 10 s renew deadline, 2 s
+// retry period; -lease-duration, -renew-deadline and -retry-period change them). It prints
+// "LEADING <identity> <unix-nanos>" when it starts leading and "STOPPED <identity>
+// <unix-nanos>" when Run ends (a lost renewal, or SIGTERM), then exits; on SIGTERM it releases
+// the Lease first (ReleaseOnCancel).
 package main
 
 import (
@@ -25,6 +27,9 @@ func main() {
 	namespace := flag.String("namespace", "default", "namespace of the Lease")
 	name := flag.String("lease", "baseline", "Lease name")
 	id := flag.String("id", "", "candidate identity")
+	leaseDuration := flag.Duration("lease-duration", 15*time.Second, "LeaseDuration")
+	renewDeadline := flag.Duration("renew-deadline", 10*time.Second, "RenewDeadline")
+	retryPeriod := flag.Duration("retry-period", 2*time.Second, "RetryPeriod")
 	flag.Parse()
 
 	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
@@ -42,16 +47,18 @@ func main() {
 	defer cancel()
 	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
 		Lock:            lock,
-		LeaseDuration:   15 * time.Second,
-		RenewDeadline:   10 * time.Second,
-		RetryPeriod:     2 * time.Second,
+		LeaseDuration:   *leaseDuration,
+		RenewDeadline:   *renewDeadline,
+		RetryPeriod:     *retryPeriod,
 		ReleaseOnCancel: true,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(ctx context.Context) {
 				fmt.Printf("LEADING %s %d\n", *id, time.Now().UnixNano())
 				<-ctx.Done()
 			},
-			OnStoppedLeading: func() {},
+			OnStoppedLeading: func() {
+				fmt.Printf("STOPPED %s %d\n", *id, time.Now().UnixNano())
+			},
 		},
 	})
 }
