@@ -4,6 +4,11 @@
 //! in separate small segments then waits for the server's delayed ACK (40 ms on Linux) before
 //! its second segment is sent — a stall larger than a whole failover. Go's client-go sets
 //! TCP_NODELAY on every connection; so does this one.
+//!
+//! kube's default stack can also retry 429/503/504 answers for a long time (honouring
+//! Retry-After). That layer is left out on purpose: a conditional write re-sent long after its
+//! fence check could land after this replica lost the controller Lease. Retries are the
+//! controller's error policy, which decides again from fresh state.
 
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -13,12 +18,21 @@ use tower::{BoxError, ServiceBuilder};
 
 /// Why a client could not be built from a configuration.
 #[derive(Debug, thiserror::Error)]
-#[error("building the API client: {0}")]
-pub struct ClientError(#[from] kube::Error);
+pub enum ClientError {
+    /// kube could not build a layer (TLS, authentication, headers).
+    #[error("building the API client: {0}")]
+    Kube(#[from] kube::Error),
+    /// The kubeconfig names a proxy, which this client does not support.
+    #[error("the kubeconfig names a proxy ({0}); podium connects to the API server directly")]
+    Proxy(String),
+}
 
 /// A client for `config` with the stack kube builds by default (base URI, authentication,
 /// extra headers, connect/read/write timeouts), whose TCP connections send without delay.
 pub fn build(config: Config) -> Result<Client, ClientError> {
+    if let Some(proxy) = &config.proxy_url {
+        return Err(ClientError::Proxy(proxy.to_string()));
+    }
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);

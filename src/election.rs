@@ -737,13 +737,13 @@ pub fn passed_heir<'m>(
 ) -> Option<&'m Member> {
     let reserved = obs.status.successor.as_ref()?;
     // Completing a recorded promotion moves nothing: the successor in status was reserved by
-    // the same write that recorded it. A term at or above the reserved one going to anyone
-    // else passes the heir too, whatever the reason: otherwise the reservation would keep its
-    // pod under a new term, and an older copy of status could still label that unchanged pod
-    // with the old one.
+    // the same write that recorded it. A newly issued term (always above the reserved one)
+    // going to anyone else passes the heir too, whatever the reason: otherwise the reservation
+    // would keep its pod under a new term, and an older copy of status could still label that
+    // unchanged pod with the old one.
     let moving = choice.reason.is_some()
         || (seat.current.is_none() && !choice.completing)
-        || (matches!(term, Term::Issue(_)) && term.value() >= reserved.term);
+        || matches!(term, Term::Issue(_));
     let uid = reserved.uid.as_deref()?;
     if choice.next.is_some_and(|n| n.uid == uid) {
         return None;
@@ -887,7 +887,10 @@ pub fn plan_writes(
                 | TransitionReason::Preempted
         )
     );
-    let stopping = seat.current.is_some_and(|c| c.terminating);
+    // Its process still runs only if its node is not lost.
+    let stopping = seat
+        .current
+        .is_some_and(|c| c.terminating && node_lost_for(c, obs.settings).is_none());
     let old_alive = seat.current.is_some_and(|c| c.ready);
     if obs.settings.mode == HandoffMode::MakeBeforeBreak && (planned || stopping) && old_alive {
         [first, promotion, demotions, others].concat()

@@ -465,7 +465,9 @@ async fn follow(mut tracker: Tracker, mut events: Events, tx: watch::Sender<Stat
         }
         let next = tracker.state(Instant::now());
         tx.send_if_modified(|current| {
-            let changed = !current.same(&next);
+            // The mode is no printed fact, but `exec` acts on it when the pod stops.
+            let changed =
+                !current.same(&next) || current.make_before_break != next.make_before_break;
             if changed {
                 *current = next;
             }

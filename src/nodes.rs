@@ -67,6 +67,8 @@ impl Seen {
 
 struct Watched {
     seen: Arc<Mutex<Seen>>,
+    /// Wakes the watch task when a group starts asking or changes its `nodeLossSeconds`.
+    askers_changed: Arc<tokio::sync::Notify>,
     task: JoinHandle<()>,
 }
 
@@ -95,50 +97,91 @@ impl NodeLeases {
 
     /// Records that `group` cares about exactly `nodes` now (each with its `nodeLossSeconds`),
     /// starts watching new ones, stops watching nodes no group cares about any more, and
-    /// returns how long each node's Lease has gone unrenewed, where that is known.
+    /// returns how long each node's Lease has gone unrenewed, where that is known. A node the
+    /// group found lost stays watched for it until it renews, even once the group's leader
+    /// has moved away: otherwise the pods on that node would look like candidates again.
     pub fn observe(
         &self,
         group: &ObjectRef<Guarded>,
         nodes: &[(String, Duration)],
     ) -> HashMap<String, Duration> {
-        let names: HashSet<String> = nodes.iter().map(|(n, _)| n.clone()).collect();
-        let dropped: Vec<String> = {
-            let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
-            let before = if names.is_empty() {
-                wanted.remove(group)
-            } else {
-                wanted.insert(group.clone(), names.clone())
-            };
-            before
-                .unwrap_or_default()
-                .difference(&names)
-                .cloned()
-                .collect()
-        };
         let now = Instant::now();
+        // Lock order: wanted, nodes, then one node's `seen`.
+        let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
         let mut watched = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-        for node in dropped {
-            let empty = watched.get(&node).is_some_and(|w| {
-                let mut seen = w.seen.lock().unwrap_or_else(|p| p.into_inner());
-                seen.askers.remove(group);
-                seen.askers.is_empty()
+        let mut asked: Vec<(String, Duration)> = nodes.to_vec();
+        for node in wanted.get(group).into_iter().flatten() {
+            if nodes.iter().any(|(n, _)| n == node) {
+                continue;
+            }
+            let Some(w) = watched.get(node) else { continue };
+            let mut seen = w.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let loss = seen.askers.get(group).copied();
+            match (loss, seen.silence(now)) {
+                (Some(loss), Some(silence)) if silence >= loss => asked.push((node.clone(), loss)),
+                _ => {
+                    seen.askers.remove(group);
+                }
+            }
+        }
+        let names: HashSet<String> = asked.iter().map(|(n, _)| n.clone()).collect();
+        let before = if names.is_empty() {
+            wanted.remove(group)
+        } else {
+            wanted.insert(group.clone(), names.clone())
+        };
+        for node in before.unwrap_or_default().difference(&names) {
+            let unwanted = watched.get(node).is_some_and(|w| {
+                w.seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .askers
+                    .is_empty()
             });
-            if empty && let Some(w) = watched.remove(&node) {
+            if unwanted && let Some(w) = watched.remove(node) {
                 w.task.abort();
             }
         }
         let mut silences = HashMap::new();
-        for (node, loss) in nodes {
+        for (node, loss) in &asked {
             let w = watched
                 .entry(node.clone())
                 .or_insert_with(|| self.watch(node));
             let mut seen = w.seen.lock().unwrap_or_else(|p| p.into_inner());
-            seen.askers.insert(group.clone(), *loss);
+            if seen.askers.insert(group.clone(), *loss) != Some(*loss) {
+                // A new or changed deadline: the watch task computes its next wake-up again.
+                w.askers_changed.notify_one();
+            }
             if let Some(s) = seen.silence(now) {
                 silences.insert(node.clone(), s);
             }
         }
         silences
+    }
+
+    /// Whether a node the watch finds silent really is: a GET of its Lease, so that a watch
+    /// that stalled without failing (or renewals not yet read from it) never passes for a lost
+    /// node. A newer version than the watch saw counts as a renewal now; a failed GET proves
+    /// nothing, and nothing counts as lost.
+    pub async fn confirm_lost(&self, node: &str) -> bool {
+        let seen = {
+            let watched = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            match watched.get(node) {
+                Some(w) => w.seen.clone(),
+                None => return false,
+            }
+        };
+        let Ok(Some(lease)) = self.api.get_opt(node).await else {
+            return false;
+        };
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        let version = lease.resource_version();
+        if version.is_some() && version != seen.version {
+            seen.version = version;
+            seen.renewed = Some(Instant::now());
+            return false;
+        }
+        true
     }
 
     /// Forgets a group (deleted): its nodes are unwatched unless another group needs them.
@@ -156,8 +199,18 @@ impl NodeLeases {
         let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
         let api = self.api.clone();
         let events = relisting(move || watcher(api.clone(), config.clone()).boxed());
-        let task = tokio::spawn(follow(events.boxed(), seen.clone(), self.wake.clone()));
-        Watched { seen, task }
+        let askers_changed = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(follow(
+            events.boxed(),
+            seen.clone(),
+            askers_changed.clone(),
+            self.wake.clone(),
+        ));
+        Watched {
+            seen,
+            askers_changed,
+            task,
+        }
     }
 }
 
@@ -179,6 +232,7 @@ impl Drop for NodeLeases {
 async fn follow(
     mut events: futures::stream::BoxStream<'static, watcher::Result<watcher::Event<Lease>>>,
     seen: Arc<Mutex<Seen>>,
+    askers_changed: Arc<tokio::sync::Notify>,
     wake: mpsc::UnboundedSender<ObjectRef<Guarded>>,
 ) {
     loop {
@@ -188,6 +242,7 @@ async fn follow(
             .next_deadline();
         let event = tokio::select! {
             e = events.next() => e,
+            () = askers_changed.notified() => continue,
             () = sleep_until(deadline) => {
                 let askers = {
                     let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());

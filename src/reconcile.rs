@@ -531,13 +531,15 @@ fn gather(
 }
 
 /// Watches the node Leases of the group's leader(s) and reserved successor, and tells each
-/// member on those nodes how long its node has gone unrenewed.
-fn node_silences(
+/// member on those nodes how long its node has gone unrenewed. A node that looks lost is
+/// confirmed with a read of its Lease first.
+async fn node_silences(
     group: &ElectionGroup,
     settings: &Settings,
     members: &mut [election::Member],
     ctx: &Context,
 ) {
+    let name = group.name_any();
     let status = group.status.as_ref();
     let leader = status.and_then(|s| s.leader.as_deref());
     let successor = status
@@ -546,7 +548,9 @@ fn node_silences(
     let mut nodes: Vec<(String, Duration)> = members
         .iter()
         .filter(|m| {
-            m.role.as_deref() == Some(LEADER)
+            // Only pods podium labelled for this group: a foreign pod's labels and node name
+            // must not decide what podium watches.
+            (m.role.as_deref() == Some(LEADER) && m.group.as_deref() == Some(name.as_str()))
                 || Some(m.name.as_str()) == leader
                 || Some(m.name.as_str()) == successor
         })
@@ -555,9 +559,18 @@ fn node_silences(
         .collect();
     nodes.sort();
     nodes.dedup();
-    let key =
-        ObjectRef::<Guarded>::new(&group.name_any()).within(&group.namespace().unwrap_or_default());
-    let silences = ctx.nodes.observe(&key, &nodes);
+    let key = ObjectRef::<Guarded>::new(&name).within(&group.namespace().unwrap_or_default());
+    let mut silences = ctx.nodes.observe(&key, &nodes);
+    let lost: Vec<String> = silences
+        .iter()
+        .filter(|(_, s)| **s >= settings.node_loss)
+        .map(|(n, _)| n.clone())
+        .collect();
+    for node in lost {
+        if !ctx.nodes.confirm_lost(&node).await {
+            silences.remove(&node);
+        }
+    }
     for m in members {
         m.node_silence = m.node.as_ref().and_then(|n| silences.get(n).copied());
     }
@@ -598,7 +611,7 @@ async fn decide_and_apply(
     };
     let unseen = unseen_successor(current, ns, ctx).await?;
     let mut g = gather(current, ns, &settings, unseen, ctx);
-    node_silences(current, &settings, &mut g.members, ctx);
+    node_silences(current, &settings, &mut g.members, ctx).await;
     // Stable order, so that Events and writes do not depend on the cache's hash order.
     g.members.sort_by(|a, b| a.name.cmp(&b.name));
     g.departed.sort_by(|a, b| a.name.cmp(&b.name));

@@ -24,13 +24,16 @@ where
         (make, inner, 0u32, false),
         |(make, mut inner, failures, restart)| async move {
             if restart {
-                let pause = Duration::from_millis(250u64.saturating_mul(1 << failures.min(5)));
+                let doublings = failures.saturating_sub(1).min(5);
+                let pause = Duration::from_millis(250u64.saturating_mul(1 << doublings));
                 tokio::time::sleep(pause.min(RETRY_MAX)).await;
                 inner = make();
             }
             let item = inner.next().await?;
+            // Only a change streamed live proves the watch itself works: a server that lists but
+            // fails every watch keeps the pause growing instead of relisting in a tight loop.
             let (failures, restart) = match &item {
-                Ok(watcher::Event::InitDone) => (0, false),
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => (0, false),
                 Ok(_) => (failures, false),
                 Err(_) => (failures.saturating_add(1), true),
             };

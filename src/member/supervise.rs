@@ -168,6 +168,12 @@ async fn stop_with_pod(
             }
             _ = tokio::time::sleep_until(deadline) => {}
         }
+        tracing::info!("pod stopping: stopping the command");
+        // What is left of the grace period (at least a moment to act on the signal).
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_millis(100));
+        return stop(child, sig, left).await.map_or(1, exit_code);
     }
     tracing::info!("pod stopping: stopping the command");
     stop(child, sig, grace).await.map_or(1, exit_code)

@@ -112,3 +112,46 @@ fn each_group_is_woken_at_its_own_loss_deadline_once() {
     );
     assert_eq!(seen.next_deadline(), Some(t0 + 65 * S));
 }
+
+/// A tracker whose client reaches no API server: its watches fail, which tests set aside by
+/// writing what a watch would have seen.
+fn offline() -> NodeLeases {
+    let service = tower::service_fn(|_req: http::Request<kube::client::Body>| async {
+        Err::<http::Response<kube::client::Body>, _>(std::io::Error::other("offline"))
+    });
+    NodeLeases::new(kube::Client::new(service, "default")).0
+}
+
+fn set_renewed(nodes: &NodeLeases, node: &str, renewed: Instant) {
+    let watched = nodes.nodes.lock().unwrap();
+    let mut seen = watched[node].seen.lock().unwrap();
+    seen.healthy = true;
+    seen.version = Some("1".into());
+    seen.renewed = Some(renewed);
+}
+
+#[tokio::test]
+async fn a_lost_node_stays_watched_for_its_group_until_it_renews() {
+    let nodes = offline();
+    let g = ObjectRef::<Guarded>::new("g").within("ns");
+    let loss = 15 * S;
+    assert!(
+        nodes.observe(&g, &[("n1".into(), loss)]).is_empty(),
+        "no measure yet"
+    );
+    set_renewed(&nodes, "n1", Instant::now() - 20 * S);
+    // The leader moved to n2: n1, lost, is still reported, so its pods are no candidates.
+    let silences = nodes.observe(&g, &[("n2".into(), loss)]);
+    assert!(
+        silences.get("n1").is_some_and(|s| *s >= loss),
+        "{silences:?}"
+    );
+    assert_eq!(nodes.watched(), 2);
+    // n1 renews: it is let go.
+    set_renewed(&nodes, "n1", Instant::now());
+    let silences = nodes.observe(&g, &[("n2".into(), loss)]);
+    assert!(!silences.contains_key("n1"));
+    assert_eq!(nodes.watched(), 1);
+    nodes.forget(&g);
+    assert_eq!(nodes.watched(), 0);
+}
