@@ -129,7 +129,21 @@ async fn cron_with_seconds_and_time_zone_gives_the_expected_next_handoff() {
     } else {
         today.tomorrow().unwrap()
     };
-    assert_eq!(st.next_handoff.unwrap().0, want.timestamp());
+    assert_eq!(st.next_handoff.as_ref().unwrap().0, want.timestamp());
+    // What a user sees: `kubectl get eg` prints that instant under NEXT HANDOFF.
+    let out = kubectl(&["-n", &s.ns.name, "get", "eg", "api", "--no-headers"]);
+    println!("{out}");
+    let cells: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(
+        cells.get(5).copied(),
+        Some(
+            want.timestamp()
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+                .as_str()
+        ),
+        "NEXT HANDOFF in {out:?}"
+    );
 }
 
 #[tokio::test]
