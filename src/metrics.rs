@@ -41,6 +41,8 @@ pub struct Metrics {
     groups: Family<ConditionLabels, Gauge>,
     group_ready: Mutex<HashMap<String, String>>,
     active: Gauge,
+    node_lease_watches: Gauge,
+    node_lease_watches_failing: Gauge,
 }
 
 impl Default for Metrics {
@@ -94,6 +96,18 @@ impl Default for Metrics {
             "1 while this replica is the active controller",
             active.clone(),
         );
+        let node_lease_watches = Gauge::default();
+        registry.register(
+            "node_lease_watches",
+            "Node Leases watched for node loss (nodes hosting leaders and reserved successors)",
+            node_lease_watches.clone(),
+        );
+        let node_lease_watches_failing = Gauge::default();
+        registry.register(
+            "node_lease_watches_failing",
+            "Node Lease watches not answering: node loss cannot be detected on those nodes",
+            node_lease_watches_failing.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -105,6 +119,8 @@ impl Default for Metrics {
             groups,
             group_ready: Mutex::default(),
             active,
+            node_lease_watches,
+            node_lease_watches_failing,
         }
     }
 }
@@ -174,6 +190,14 @@ impl Metrics {
         if let Some(s) = status {
             self.groups.get_or_create(&labels(s)).inc();
         }
+    }
+
+    /// How many node Leases are watched, and how many of those watches are not answering.
+    pub fn node_lease_watches(&self, watched: usize, failing: usize) {
+        self.node_lease_watches
+            .set(i64::try_from(watched).unwrap_or(i64::MAX));
+        self.node_lease_watches_failing
+            .set(i64::try_from(failing).unwrap_or(i64::MAX));
     }
 
     /// Marks whether this replica is the active controller.

@@ -189,9 +189,14 @@ impl NodeLeases {
         self.observe(group, &[]);
     }
 
-    /// How many node Leases are watched now.
-    pub fn watched(&self) -> usize {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner()).len()
+    /// How many node Leases are watched now, and how many of those watches are not answering.
+    pub fn watched(&self) -> (usize, usize) {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let failing = nodes
+            .values()
+            .filter(|w| !w.seen.lock().unwrap_or_else(|p| p.into_inner()).healthy)
+            .count();
+        (nodes.len(), failing)
     }
 
     fn watch(&self, node: &str) -> Watched {
@@ -201,6 +206,7 @@ impl NodeLeases {
         let events = relisting(move || watcher(api.clone(), config.clone()).boxed());
         let askers_changed = Arc::new(tokio::sync::Notify::new());
         let task = tokio::spawn(follow(
+            node.to_string(),
             events.boxed(),
             seen.clone(),
             askers_changed.clone(),
@@ -230,6 +236,7 @@ impl Drop for NodeLeases {
 /// Folds one node's Lease events into `seen`, and wakes its groups when the watch starts to
 /// answer (a reconcile that found no measure looks again) and when a loss deadline passes.
 async fn follow(
+    node: String,
     mut events: futures::stream::BoxStream<'static, watcher::Result<watcher::Event<Lease>>>,
     seen: Arc<Mutex<Seen>>,
     askers_changed: Arc<tokio::sync::Notify>,
@@ -254,12 +261,16 @@ async fn follow(
             }
         };
         let Some(event) = event else { return };
-        let became_healthy = {
+        let failure = event.as_ref().err().map(ToString::to_string);
+        let (became_healthy, became_failing) = {
             let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
             let was = s.healthy;
             apply(&mut s, event, Instant::now());
-            !was && s.healthy
+            (!was && s.healthy, was && !s.healthy)
         };
+        if became_failing && let Some(error) = failure {
+            tracing::warn!(%node, %error, "node Lease watch failing: node loss cannot be detected on this node until it answers again");
+        }
         if became_healthy {
             let askers = seen
                 .lock()

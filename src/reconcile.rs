@@ -561,6 +561,8 @@ async fn node_silences(
     nodes.dedup();
     let key = ObjectRef::<Guarded>::new(&name).within(&group.namespace().unwrap_or_default());
     let mut silences = ctx.nodes.observe(&key, &nodes);
+    let (watched, failing) = ctx.nodes.watched();
+    ctx.metrics.node_lease_watches(watched, failing);
     let lost: Vec<String> = silences
         .iter()
         .filter(|(_, s)| **s >= settings.node_loss)
@@ -594,6 +596,9 @@ async fn decide_and_apply(
     let settings = match validate(&current.spec) {
         Ok(s) => s,
         Err(problems) => {
+            // No decision is made on an invalid spec: nothing to watch nodes for.
+            ctx.nodes
+                .forget(&ObjectRef::<Guarded>::new(&name).within(ns));
             let plan = election::reject(&status, current.metadata.generation, &problems, now);
             if (plan.status != status || current.status.is_none())
                 && apply::status(current, &plan.status, ctx).await? == Outcome::Stale

@@ -151,22 +151,31 @@ async fn stop_with_pod(
     lost: &mut (impl std::future::Future<Output = ()> + Unpin),
     rx: &watch::Receiver<State>,
     (grace, linger): (Duration, Duration),
-    sig: i32,
+    (sig, sigs): (i32, &mut mpsc::UnboundedReceiver<i32>),
 ) -> i32 {
     if rx.borrow().make_before_break {
         tracing::info!("pod stopping: keeping the command until a successor leads");
         let deadline = tokio::time::Instant::now() + grace;
-        tokio::select! {
-            status = child.wait() => return status.map_or(1, exit_code),
-            _ = lost => {
-                // Demoted: the successor was labelled first, but its own watch may tell it a
-                // little later than ours told us.
-                tokio::select! {
-                    status = child.wait() => return status.map_or(1, exit_code),
-                    _ = tokio::time::sleep_until((tokio::time::Instant::now() + linger).min(deadline)) => {}
+        let mut until = deadline;
+        let mut demoted = false;
+        loop {
+            tokio::select! {
+                status = child.wait() => return status.map_or(1, exit_code),
+                _ = &mut *lost, if !demoted => {
+                    // Demoted: the successor was labelled first, but its own watch may tell it
+                    // a little later than ours told us.
+                    demoted = true;
+                    until = (tokio::time::Instant::now() + linger).min(deadline);
+                }
+                _ = tokio::time::sleep_until(until) => break,
+                Some(other) = sigs.recv() => {
+                    // A second stop signal stops at once; any other is passed on meanwhile.
+                    if stopping(other) {
+                        break;
+                    }
+                    send(child, other);
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {}
         }
         tracing::info!("pod stopping: stopping the command");
         // What is left of the grace period (at least a moment to act on the signal).
@@ -208,7 +217,7 @@ async fn lead(
             }
             Some(sig) = sigs.recv() => {
                 if stopping(sig) {
-                    return Phase::Exit(stop_with_pod(child, &mut lost, &rx, (config.grace, config.handover_linger), sig).await);
+                    return Phase::Exit(stop_with_pod(child, &mut lost, &rx, (config.grace, config.handover_linger), (sig, sigs)).await);
                 }
                 send(child, sig);
             }
