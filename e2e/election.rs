@@ -97,6 +97,15 @@ async fn deleting_the_leader_fails_over_without_two_leaders() {
     assert_eq!(new, "p1", "the next oldest takes over");
     let g = s.wait_leader("api", "app=x", "p1").await;
     assert_eq!(status(&g).term, 2);
+    // Each change of leader is its own Event, with its own message.
+    wait_event_saying(&s.ns, "api", "LeaderElected", "p0 is leader (term 1").await;
+    wait_event_saying(
+        &s.ns,
+        "api",
+        "LeaderElected",
+        "p1 is leader (term 2, reason Failover, was p0)",
+    )
+    .await;
     assert_eq!(
         status(&g).last_transition.unwrap().reason.as_str(),
         "Failover"
@@ -473,6 +482,24 @@ async fn term_annotation_is_readable_and_agrees_with_status() {
 }
 
 /// Waits until an Event with `reason` exists for the group.
+/// Waits for an Event about `group` with `reason` whose note contains `text`.
+pub async fn wait_event_saying(ns: &TestNs, group: &str, reason: &str, text: &str) {
+    let api = ns.api::<k8s_openapi::api::events::v1::Event>();
+    wait_for_list(
+        &api,
+        kube::runtime::watcher::Config::default().fields(&format!("regarding.name={group}")),
+        Duration::from_secs(20),
+        &format!("event {reason} on {group} saying {text:?}"),
+        |evs| {
+            evs.iter().any(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.note.as_deref().is_some_and(|n| n.contains(text))
+            })
+        },
+    )
+    .await;
+}
+
 pub async fn wait_event(
     ns: &TestNs,
     group: &str,

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod client;
 pub mod crd;
 pub mod election;
+pub mod events;
 pub mod leadership;
 pub mod member;
 pub mod membership;

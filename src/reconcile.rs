@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
+
+use crate::events::Publisher;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -136,7 +138,7 @@ pub struct Context {
     /// Whether the pod and group caches have been filled once.
     synced: (watch::Receiver<bool>, watch::Receiver<bool>),
     /// Publishes Events.
-    pub recorder: Recorder,
+    pub recorder: Publisher,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Writes the caches may not show yet.
@@ -277,7 +279,7 @@ pub async fn run(
         pods: pods.clone(),
         groups: groups.clone(),
         synced: (pods_synced.clone(), groups_synced.clone()),
-        recorder: Recorder::new(client, reporter),
+        recorder: Publisher::new(client, reporter),
         metrics,
         active: opts.active.clone(),
         overlay: Overlay::default(),
