@@ -867,24 +867,34 @@ async fn raw_patch_rate(concurrency: usize) -> f64 {
     .await;
     let raw_n = 1000;
     let start = Instant::now();
-    stream::iter(0..raw_n)
-        .map(|i| {
-            let api = pods_api.clone();
+    label_patches(&pods_api, raw_n, concurrency, |i| {
+        format!("r{}", i % pods_n)
+    })
+    .await;
+    raw_n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `n` label patches from a plain client at `concurrency`, the i-th on pod `pod(i)`: the API
+/// server's raw write capacity.
+async fn label_patches(
+    api: &Api<Pod>,
+    n: usize,
+    concurrency: usize,
+    pod: impl Fn(usize) -> String,
+) {
+    stream::iter((0..n).map(|i| (i, pod(i))))
+        .map(|(i, name)| {
+            let api = api.clone();
             async move {
                 let patch = json!({"metadata": {"labels": {"bench-raw": i.to_string()}}});
-                api.patch(
-                    &format!("r{}", i % pods_n),
-                    &PatchParams::default(),
-                    &Patch::Merge(patch),
-                )
-                .await
-                .unwrap();
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                    .unwrap();
             }
         })
         .buffer_unordered(concurrency)
         .collect::<Vec<_>>()
         .await;
-    raw_n as f64 / start.elapsed().as_secs_f64()
 }
 
 /// API server request counters by (verb, resource, subresource).
@@ -998,24 +1008,10 @@ async fn scale(groups_n: usize, concurrency: usize) -> (Value, f64) {
     // Raw capacity first: label patches from a plain client at the operator's concurrency.
     let raw_n = pods_n.min(2000);
     let raw_start = Instant::now();
-    stream::iter(0..raw_n)
-        .map(|i| {
-            let api = pods_api.clone();
-            async move {
-                let g = i / 5;
-                let patch = json!({"metadata": {"labels": {"bench-raw": i.to_string()}}});
-                api.patch(
-                    &format!("g{g}-{}", i % 5),
-                    &PatchParams::default(),
-                    &Patch::Merge(patch),
-                )
-                .await
-                .unwrap();
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect::<Vec<_>>()
-        .await;
+    label_patches(&pods_api, raw_n, concurrency, |i| {
+        format!("g{}-{}", i / 5, i % 5)
+    })
+    .await;
     let raw_per_s = raw_n as f64 / raw_start.elapsed().as_secs_f64();
 
     let before = request_counts(&client).await;

@@ -44,6 +44,9 @@ struct Seen {
     askers: Askers,
     /// The last deadline whose askers were woken.
     woken: Option<Instant>,
+    /// The version a read of the Lease confirmed as silent: while it is still the latest seen,
+    /// the loss needs no second read (a group on a lost node is reconciled on every pod event).
+    confirmed: Option<String>,
 }
 
 impl Seen {
@@ -171,6 +174,12 @@ impl NodeLeases {
                 None => return false,
             }
         };
+        {
+            let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.confirmed.is_some() && seen.confirmed == seen.version {
+                return true;
+            }
+        }
         let Ok(Some(lease)) = self.api.get_opt(node).await else {
             return false;
         };
@@ -181,6 +190,7 @@ impl NodeLeases {
             seen.renewed = Some(Instant::now());
             return false;
         }
+        seen.confirmed = seen.version.clone();
         true
     }
 

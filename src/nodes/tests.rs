@@ -155,3 +155,28 @@ async fn a_lost_node_stays_watched_for_its_group_until_it_renews() {
     nodes.forget(&g);
     assert_eq!(nodes.watched().0, 0);
 }
+
+#[tokio::test]
+async fn a_confirmed_loss_is_not_read_again_until_the_lease_moves() {
+    let nodes = offline();
+    let g = ObjectRef::<Guarded>::new("g").within("ns");
+    nodes.observe(&g, &[("n1".into(), 15 * S)]);
+    set_renewed(&nodes, "n1", Instant::now() - 20 * S);
+    // The offline client fails every read, and a failed read confirms nothing.
+    assert!(!nodes.confirm_lost("n1").await);
+    let seen = nodes.nodes.lock().unwrap()["n1"].seen.clone();
+    seen.lock().unwrap().confirmed = Some("1".into());
+    assert!(
+        nodes.confirm_lost("n1").await,
+        "version 1 was confirmed: no read"
+    );
+    apply(
+        &mut seen.lock().unwrap(),
+        Ok(watcher::Event::Apply(lease("2"))),
+        Instant::now(),
+    );
+    assert!(
+        !nodes.confirm_lost("n1").await,
+        "a new version needs a new read"
+    );
+}
