@@ -1,5 +1,7 @@
-# Multi-stage build of the podium operator: a static musl binary on a distroless,
-# non-root base. Build with your own engine: docker build -t podium:0.1.0 .
+# podium's image, for users with a container engine and internet: docker build -t podium:0.1.0 .
+# A static musl binary in an otherwise empty image, non-root. `make image` builds the same
+# contents without an engine (buildah, e2e/node/image.sh). The binary carries its own time zone
+# database, so the image needs no tzdata.
 FROM rust:1.95-alpine AS build
 RUN apk add --no-cache musl-dev
 WORKDIR /src
@@ -7,8 +9,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 RUN cargo build --release --locked --bin podium
 
-FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /src/target/release/podium /podium
+FROM scratch
+COPY --from=build --chmod=0755 /src/target/release/podium /podium
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/podium"]

@@ -5,7 +5,11 @@ KUBECONFIG   := $(CURDIR)/$(CLUSTER_DIR)/kubeconfig
 KUBECTL      := $(CLUSTER_DIR)/kubectl --kubeconfig $(KUBECONFIG)
 export KUBECONFIG
 
-.PHONY: help test unit model e2e chaos chaos-short lint fmt crds cluster-up cluster-down run demo demo-down bench build go-client
+IMAGE_TAG    ?= dev
+MUSL         := x86_64-unknown-linux-musl
+NODE_SOCK    := $(CLUSTER_DIR)/node/containerd.sock
+
+.PHONY: help test unit model e2e e2e-node chaos chaos-short lint fmt crds cluster-up cluster-down run demo demo-down bench build go-client image load-images deploy undeploy helm manifests check-manifests
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -13,7 +17,7 @@ help: ## List the targets
 build: ## Build the podium binary
 	cargo build --bins
 
-test: unit go-client e2e chaos-short ## Unit tests, the Go client's tests, end-to-end tests, then a short chaos run
+test: unit go-client e2e e2e-node chaos-short ## Unit tests, the Go client's tests, end-to-end tests (kwok, then the real node), a short chaos run
 
 unit: ## Unit tests (pure logic, no cluster)
 	cargo test --lib --bins
@@ -29,6 +33,11 @@ model: ## A long search of the decision model (PODIUM_MODEL_CASES, default 30000
 e2e: cluster-up go-client ## End-to-end tests (brings the local cluster up first)
 	cargo test --test e2e -- --test-threads=$${E2E_THREADS:-4}
 
+# The in-cluster operator acts on every namespace, so these run after the other e2e tests, one
+# at a time, with no host-process operator beside them.
+e2e-node: cluster-up image ## End-to-end tests on real-node-0: make deploy, probes, traffic through a Service, upgrade, uninstall
+	cargo test --test e2e -- --ignored --test-threads=1 real_node::
+
 # Chaos restarts the API server and etcd, so it runs on a cluster of its own (podium-chaos,
 # state in target/cluster-chaos), brought up before and down after, pass or fail.
 chaos: ## Faults vs. invariants on a cluster of its own (CHAOS_SEED, CHAOS_FAULTS=200): target/chaos/
@@ -39,17 +48,29 @@ chaos: ## Faults vs. invariants on a cluster of its own (CHAOS_SEED, CHAOS_FAULT
 chaos-short: ## A short chaos run (30 faults, a few minutes), part of make test
 	CHAOS_FAULTS=$${CHAOS_FAULTS:-30} $(MAKE) chaos
 
-lint: ## rustfmt and clippy, as CI would
+lint: check-manifests ## rustfmt and clippy, as CI would (after check-manifests)
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
 fmt: ## Format the code
 	cargo fmt --all
 
-crds: ## Regenerate crds/ (and its copy in config/crd/) from the Rust types
+crds: ## Regenerate crds/ (and its copies in config/crd/ and charts/podium/crds/) from the Rust types
 	mkdir -p crds
 	cargo run --quiet -- crd > crds/electiongroup.yaml
 	cp crds/electiongroup.yaml config/crd/electiongroup.yaml
+	cp crds/electiongroup.yaml charts/podium/crds/electiongroup.yaml
+
+helm: ## Build (or reuse) helm from charts/tools/go.mod into ~/.cache/podium
+	@charts/tools/build.sh >/dev/null
+
+# The chart is the source of config/manager and config/rbac (not of the kustomization files).
+manifests: ## Regenerate config/manager and config/rbac from charts/podium (default values)
+	charts/render.sh
+
+check-manifests: ## Fail when config/ is stale against charts/podium; helm lint both RBAC modes
+	charts/render.sh --check
+	h=$$(charts/tools/build.sh) && $$h lint --strict charts/podium && $$h lint --strict charts/podium --set watchNamespace=apps
 
 run: build cluster-up ## Run the operator against the local cluster (installs the CRD)
 	$(KUBECTL) apply --server-side -f crds/electiongroup.yaml
@@ -58,6 +79,30 @@ run: build cluster-up ## Run the operator against the local cluster (installs th
 
 demo: build cluster-up ## Local cluster, CRD, operator in the background, and the sample app
 	e2e/demo.sh
+
+image: ## Build podium:$(IMAGE_TAG) and podium-sample:dev without a container engine (buildah); load them into real-node-0 if it is up
+	cargo build --release --locked --target $(MUSL) --bin podium
+	cd clients/go && CGO_ENABLED=0 go build -trimpath -o ../../target/go/podium-sample ./cmd/podium-sample
+	e2e/node/image.sh podium:$(IMAGE_TAG) target/$(MUSL)/release/podium target/image/podium.tar --port 8080 \
+	  -- run --leader-elect --http-addr=0.0.0.0:8080 --log-format=json
+	e2e/node/image.sh podium-sample:dev target/go/podium-sample target/image/podium-sample.tar --port 8080
+	[ ! -S $(NODE_SOCK) ] || $(MAKE) --no-print-directory load-images
+
+load-images: ## Import target/image/*.tar into real-node-0's containerd
+	for t in target/image/*.tar; do ctr --address $(NODE_SOCK) -n k8s.io images import "$$t" >/dev/null && echo "loaded $$t"; done
+
+deploy: cluster-up ## Install podium (config/local: config/default with the local image) on real-node-0; make image first
+	@ls target/image/podium.tar >/dev/null 2>&1 || { echo "no image: run make image first" >&2; exit 1; }
+	$(MAKE) --no-print-directory load-images
+	$(KUBECTL) apply --server-side -k config/local
+	$(KUBECTL) -n podium-system rollout status deployment/podium --timeout=120s
+	$(KUBECTL) -n podium-system get pods -o wide
+
+undeploy: ## Remove what make deploy installed; refuses while ElectionGroups exist (delete them first: podium clears its labels as they go)
+	@left=$$($(KUBECTL) get electiongroups -A --no-headers 2>/dev/null); if [ -n "$$left" ]; then \
+	  echo "ElectionGroups still exist; delete them first, while podium runs, so that it removes its labels:" >&2; \
+	  echo "$$left" >&2; exit 1; fi
+	$(KUBECTL) delete -k config/local --ignore-not-found --timeout=60s
 
 cluster-up: ## Build (or reuse) and start the local control plane
 	e2e/cluster/up.sh

@@ -343,6 +343,16 @@ impl LeaderWatch {
         self.state().min_leaders_after_first
     }
 
+    /// The pods seen becoming leader at or after `after`, in order.
+    pub fn became_leader_since(&self, after: Instant) -> Vec<String> {
+        self.state()
+            .became_leader
+            .iter()
+            .filter(|(_, t)| *t >= after)
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
     /// Waits until some pod other than `old` is seen labelled leader after `after`.
     pub async fn wait_new_leader(
         &self,

@@ -10,5 +10,6 @@ mod invalid;
 mod member;
 mod nodes;
 mod operations;
+mod real_node;
 mod safety;
 mod support;

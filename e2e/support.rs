@@ -411,21 +411,31 @@ pub fn free_port() -> u16 {
 
 /// A plain HTTP GET on loopback; returns the status code and body.
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_request(&format!("127.0.0.1:{port}"), "GET", path).await
+}
+
+/// One HTTP/1.0 request to `addr` (host:port), given 2 s to connect and answer; returns the
+/// status code and body, or None when the server cannot be reached or does not answer.
+pub async fn http_request(addr: &str, method: &str, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("{method} {path} HTTP/1.0\r\nHost: podium\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.ok()?;
+        let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((code, body))
+    };
+    tokio::time::timeout(Duration::from_secs(2), exchange)
         .await
-        .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.ok()?;
-    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
+        .ok()
+        .flatten()
 }
 
 /// Polls an HTTP endpoint until it answers `code` (the endpoint has no watch to wait on).

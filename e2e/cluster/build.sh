@@ -35,7 +35,7 @@ build_k8s() {
 }
 
 build_k8s etcd ./etcd
-for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
   build_k8s "$c" "k8s.io/kubernetes/cmd/$c"
 done
 

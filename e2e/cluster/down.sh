@@ -12,6 +12,7 @@ name=podium$suffix
 [ -d "$state" ] || { echo "cluster is not up"; exit 0; }
 
 bin=$("$here/build.sh")
+[ -z "$suffix" ] && "$root/e2e/node/down.sh" "$state" "$bin"
 KWOK_WORKDIR="$state/kwok" "$bin/kwokctl" delete cluster --name "$name" >/dev/null 2>&1 || true
 # Anything kwokctl could not stop is stopped by its pid file.
 for pidfile in "$state"/kwok/clusters/$name/pids/*.pid; do

@@ -17,19 +17,29 @@ bin=$("$here/build.sh")
 kubectl=("$bin/kubectl" --kubeconfig "$kubeconfig")
 export KWOK_WORKDIR="$state/kwok"
 
+# The real node (a real kubelet, e2e/node) belongs to the default cluster only: one per machine.
+real_node() {
+  if [ -z "$suffix" ] && [ "${PODIUM_REAL_NODE:-1}" != 0 ]; then
+    "$root/e2e/node/up.sh" "$state" "$bin"
+  fi
+}
+
 if [ -f "$kubeconfig" ] && [ "$("${kubectl[@]}" get --raw /readyz 2>/dev/null)" = ok ]; then
+  real_node
   echo "cluster already up: $kubeconfig"
   exit 0
 fi
 
 # A cluster left half-started (or a stale state directory) is removed first.
 if [ -d "$state" ]; then
+  [ -z "$suffix" ] && "$root/e2e/node/down.sh" "$state" "$bin" >/dev/null
   "$bin/kwokctl" delete cluster --name "$name" >/dev/null 2>&1 || true
   rm -rf "$state"
 fi
 mkdir -p "$state"
 
-"$bin/kwokctl" create cluster --name "$name" -c "$here/kwokctl.yaml" \
+sed "s#\${PKI}#$KWOK_WORKDIR/clusters/$name/pki#g" "$here/kwokctl.yaml" >"$state/kwokctl.yaml"
+"$bin/kwokctl" create cluster --name "$name" -c "$state/kwokctl.yaml" \
   --kubeconfig "$kubeconfig" \
   --etcd-binary "$bin/etcd" \
   --kube-apiserver-binary "$bin/kube-apiserver" \
@@ -51,4 +61,5 @@ for _ in $(seq 1 120); do
   "${kubectl[@]}" -n default get serviceaccount default >/dev/null 2>&1 && break
   sleep 0.5
 done
+real_node
 echo "cluster up: export KUBECONFIG=$kubeconfig"

@@ -32,10 +32,6 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-
 	podium "podium.dev/clients/go"
 )
 
@@ -80,19 +76,7 @@ func run(kubeconfig string, unknownAfter, stepDown, grace, linger time.Duration)
 	if os.Getenv("POD_NAME") == "" || os.Getenv("POD_NAMESPACE") == "" {
 		return fmt.Errorf("podium: %w", podium.ErrNoIdentity)
 	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if kubeconfig != "" {
-		rules.ExplicitPath = kubeconfig
-	}
-	rest, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(rest)
-	if err != nil {
-		return err
-	}
-	dyn, err := dynamic.NewForConfig(rest)
+	client, dyn, err := podium.Clients(kubeconfig)
 	if err != nil {
 		return err
 	}

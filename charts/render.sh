@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Renders charts/podium with its default values (release podium, namespace podium-system) into
+# the plain manifests under config/manager and config/rbac, one file per template. The chart is
+# the source; the kustomization files in config/ are written by hand.
+#
+#   charts/render.sh          regenerate the files, and copy crds/ into the chart (make manifests)
+#   charts/render.sh --check  render into a temporary directory and fail, with a diff, when
+#                             config/ differs (make check-manifests)
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+check=false
+case "${1:-}" in
+  "") ;;
+  --check) check=true ;;
+  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
+
+helm=$("$root/charts/tools/build.sh")
+
+# config/<file> <- templates/<basename of file>
+files=(
+  manager/namespace.yaml manager/deployment.yaml manager/service.yaml manager/pdb.yaml
+  rbac/service_account.yaml rbac/role.yaml rbac/role_binding.yaml
+)
+
+out="$root/config"
+if $check; then
+  out=$(mktemp -d)
+  trap 'rm -rf "$out"' EXIT
+fi
+
+for f in "${files[@]}"; do
+  t="templates/$(basename "$f")"
+  mkdir -p "$(dirname "$out/$f")"
+  {
+    echo "# Generated from charts/podium ($t, default values) by \`make manifests\`."
+    echo "# Do not edit by hand: change the chart and run \`make manifests\`."
+    # helm opens the output with a document separator and a "# Source:" line per document.
+    "$helm" template podium "$root/charts/podium" --namespace podium-system --show-only "$t" |
+      sed -e '1{/^---$/d;}' -e '/^# Source: /d'
+  } >"$out/$f.tmp"
+  mv "$out/$f.tmp" "$out/$f"
+done
+
+# The chart's CRD is a copy of crds/ (make crds writes both).
+crd=charts/podium/crds/electiongroup.yaml
+if ! $check; then
+  cp "$root/crds/electiongroup.yaml" "$root/$crd"
+fi
+
+if $check; then
+  status=0
+  for f in "${files[@]}"; do
+    diff -u --label "config/$f" --label "config/$f (rendered from charts/podium)" \
+      "$root/config/$f" "$out/$f" || status=1
+  done
+  diff -u "$root/$crd" "$root/crds/electiongroup.yaml" || status=1
+  if [ $status -ne 0 ]; then
+    echo "config/ (or charts/podium/crds) is stale: run make manifests" >&2
+  fi
+  exit $status
+fi

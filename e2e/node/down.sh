@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Stops real-node-0 (e2e/node/up.sh): kube-proxy and its iptables rules, the kubelet, every
+# container, containerd, the API server relay, and the pod network; removes its state.
+#   down.sh STATE_DIR BIN_DIR
+set -uo pipefail
+
+state=$1 bin=$2
+node=$state/node
+sock=$node/containerd.sock
+[ -d "$node" ] || exit 0
+
+stop() { # pidfile: TERM, then KILL after 5 s
+  local f=$node/$1.pid pid
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  kill "$pid" 2>/dev/null
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null
+  rm -f "$f"
+}
+
+stop kube-proxy
+[ -x "$bin/kube-proxy" ] && "$bin/kube-proxy" --cleanup >/dev/null 2>&1
+stop kubelet
+# The containers outlive containerd (each has its own shim), so they are killed first.
+if [ -S "$sock" ]; then
+  for task in $(ctr --address "$sock" -n k8s.io tasks ls -q 2>/dev/null); do
+    ctr --address "$sock" -n k8s.io tasks kill -s SIGKILL "$task" >/dev/null 2>&1
+  done
+  sleep 0.5
+fi
+stop containerd
+# Shims whose containerd is gone (matched by this node's socket address).
+pkill -9 -f "containerd-shim-runc-v2 .*-address $sock" 2>/dev/null
+stop relay
+# Mounts the kubelet and containerd left under the state directory, deepest first.
+awk -v p="$node/" 'index($2, p) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+  umount -l "$m" 2>/dev/null
+done
+# The pods' network namespaces (containerd names them cni-<uuid>).
+for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns delete "$ns" 2>/dev/null; done
+ip link delete podium0 2>/dev/null
+rm -rf "$node"
+echo "real node down"

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds an OCI image of one static binary without a container engine (buildah, FROM scratch)
+# and writes it as an OCI archive:
+#   image.sh NAME:TAG BINARY ARCHIVE [--user UID:GID] [--port N] [-- CMD...]
+# The image holds only /<basename of BINARY>, its entrypoint; CMD becomes the image's default
+# arguments. The Dockerfile builds podium's image with the same contents.
+set -euo pipefail
+
+ref=$1 binary=$2 archive=$3
+shift 3
+user=65532:65532 port=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --user) user=$2; shift 2 ;;
+    --port) port=$2; shift 2 ;;
+    --) shift; break ;;
+    *) echo "image.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+name=/$(basename "$binary")
+
+# vfs storage works wherever the builder runs (no overlay mount needed); the storage is
+# buildah's own, under ~/.local/share/containers when not root.
+export STORAGE_DRIVER=vfs BUILDAH_ISOLATION=chroot
+ctr=$(buildah from --quiet scratch)
+trap 'buildah rm "$ctr" >/dev/null 2>&1 || true' EXIT
+buildah copy --quiet --chmod 0755 "$ctr" "$binary" "$name" >/dev/null
+args=(--user "$user" --entrypoint "[\"$name\"]" --label "org.opencontainers.image.source=podium")
+[ -n "$port" ] && args+=(--port "$port")
+if [ $# -gt 0 ]; then
+  cmd=$(printf '"%s",' "$@")
+  args+=(--cmd "[${cmd%,}]")
+fi
+buildah config "${args[@]}" "$ctr"
+buildah commit --quiet --rm "$ctr" "$ref" >/dev/null
+trap - EXIT
+mkdir -p "$(dirname "$archive")"
+rm -f "$archive"
+# The archive names the image as a kubelet asks for it: a name without a registry is Docker
+# Hub's (podium:dev is docker.io/library/podium:dev).
+full=docker.io/library/$ref
+if [[ $ref == */* ]]; then
+  case ${ref%%/*} in
+    *.*|*:*|localhost) full=$ref ;;
+    *) full=docker.io/$ref ;;
+  esac
+fi
+buildah push --quiet "$ref" "oci-archive:$archive:$full" >/dev/null
+echo "$full -> $archive"
