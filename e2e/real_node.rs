@@ -200,7 +200,10 @@ struct Sample {
 
 impl Sample {
     async fn start(prefix: &str) -> Self {
-        let ns = TestNs::new(prefix).await;
+        Self::start_in(TestNs::new(prefix).await).await
+    }
+
+    async fn start_in(ns: TestNs) -> Self {
         let dir = root().join("config/local/samples");
         kubectl(&[
             "-n",
@@ -737,4 +740,163 @@ async fn g_uninstall_after_deleting_the_groups_leaves_nothing_behind() {
     assert!(left.is_empty(), "podium's marks left on {left:?}");
     // Later tests (and `make deploy`) install it again.
     drop(sample);
+}
+
+/// The helm built from charts/tools (`make helm`).
+fn helm() -> PathBuf {
+    let out = std::process::Command::new(root().join("charts/tools/build.sh"))
+        .output()
+        .expect("run charts/tools/build.sh");
+    assert!(out.status.success(), "building helm failed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// Runs helm against the local cluster; panics with its output when it fails.
+fn run_helm(args: &[&str]) -> String {
+    let out = std::process::Command::new(helm())
+        .arg("--kubeconfig")
+        .arg(crate::support::kubeconfig_path())
+        .args(args)
+        .output()
+        .expect("run helm");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "helm {args:?} failed:\n{text}");
+    text
+}
+
+/// Uninstalls the Helm release when dropped, pass or fail, so `make deploy` finds none.
+struct HelmRelease;
+
+impl Drop for HelmRelease {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(helm())
+            .arg("--kubeconfig")
+            .arg(crate::support::kubeconfig_path())
+            .args([
+                "uninstall",
+                "podium",
+                "-n",
+                SYSTEM,
+                "--wait",
+                "--timeout=60s",
+            ])
+            .output();
+    }
+}
+
+/// (h) The Helm chart installs podium on the real node in the namespace-scoped mode: Roles
+/// only, no ClusterRole; it elects in the namespace it is given and leaves another alone.
+#[tokio::test]
+#[ignore = "real node: make e2e-node"]
+async fn h_the_helm_chart_installs_a_namespace_scoped_operator() {
+    install_crd_for_helm().await;
+    // No kustomize install beside the release (make undeploy refuses while groups exist).
+    make(&["undeploy"]);
+    let client = client().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while namespaces.get_opt(SYSTEM).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "{SYSTEM} is still terminating");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let watched = TestNs::new("rn-helm").await;
+    let other = TestNs::new("rn-helm-other").await;
+    kubectl(&["create", "namespace", SYSTEM]);
+    kubectl(&[
+        "label",
+        "namespace",
+        SYSTEM,
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    let _release = HelmRelease;
+    let chart = root().join("charts/podium");
+    let watch_ns = format!("watchNamespace={}", watched.name);
+    run_helm(&[
+        "install",
+        "podium",
+        chart.to_str().unwrap(),
+        "-n",
+        SYSTEM,
+        "--set",
+        "namespace.create=false",
+        "--set",
+        "image.tag=dev",
+        "--set",
+        "image.pullPolicy=Never",
+        "--set",
+        &watch_ns,
+        "--set-json",
+        r#"nodeSelector={"kubernetes.io/hostname":"real-node-0"}"#,
+        "--set-json",
+        r#"tolerations=[{"key":"podium.dev/real-node","operator":"Exists","effect":"NoSchedule"}]"#,
+        "--wait",
+        "--timeout=120s",
+    ]);
+    let pods = operator_pods(&client).await;
+    let args = pods[0].spec.as_ref().unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        args.contains(&format!("--namespace={}", watched.name)),
+        "{args:?}"
+    );
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
+    assert!(
+        roles.get_opt("podium").await.unwrap().is_none(),
+        "a namespace-scoped install created a ClusterRole"
+    );
+
+    // The same group in a namespace the release does not watch: left alone.
+    let dir = root().join("config/local/samples");
+    kubectl(&[
+        "-n",
+        &other.name,
+        "apply",
+        "--server-side",
+        "-k",
+        dir.to_str().unwrap(),
+    ]);
+    let sample = Sample::start_in(watched).await;
+    let (leader, term) = sample.leader().await;
+    assert_eq!(term, 1);
+    println!("helm release elected {leader} in {}", sample.ns.name);
+    let unwatched = Api::<ElectionGroup>::namespaced(client.clone(), &other.name)
+        .get("api")
+        .await
+        .unwrap();
+    assert!(unwatched.status.is_none(), "{} was reconciled", other.name);
+    assert!(
+        list(&other.api::<Pod>(), "app=api")
+            .await
+            .iter()
+            .all(|p| !p.labels().contains_key(ROLE)),
+        "pods outside the watched namespace were labelled"
+    );
+    sample.delete_group().await;
+    // The unwatched group has no finalizer: it goes with its namespace.
+    kubectl(&["-n", &other.name, "delete", "electiongroup", "api"]);
+}
+
+/// helm installs the chart's CRD only when it is missing; the kustomize uninstall before this
+/// test removed it.
+async fn install_crd_for_helm() {
+    let client = client().await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client);
+    // A CRD still being deleted would make helm skip it, then vanish.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while crds
+        .get_opt("electiongroups.podium.dev")
+        .await
+        .unwrap()
+        .is_some_and(|c| c.metadata.deletion_timestamp.is_some())
+    {
+        assert!(Instant::now() < deadline, "the CRD is still being deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -22,6 +22,18 @@ stop() { # pidfile: TERM, then KILL after 5 s
 stop kube-proxy
 [ -x "$bin/kube-proxy" ] && "$bin/kube-proxy" --cleanup >/dev/null 2>&1
 stop kubelet
+# The kubelet's and kube-proxy's remaining KUBE-* chains (canaries, the localnet firewall), and
+# the jumps to them from the built-in chains: this machine's only Kubernetes node is this one.
+for cmd in iptables ip6tables; do
+  command -v "$cmd" >/dev/null || continue
+  for table in filter nat mangle; do
+    "$cmd" -t "$table" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | sed 's/^-A /-D /' |
+      while read -r rule; do eval "\"$cmd\" -t $table $rule" 2>/dev/null; done
+    chains=$("$cmd" -t "$table" -S 2>/dev/null | awk '/^-N KUBE-/ {print $2}')
+    for c in $chains; do "$cmd" -t "$table" -F "$c" 2>/dev/null; done
+    for c in $chains; do "$cmd" -t "$table" -X "$c" 2>/dev/null; done
+  done
+done
 # The containers outlive containerd (each has its own shim), so they are killed first.
 if [ -S "$sock" ]; then
   for task in $(ctr --address "$sock" -n k8s.io tasks ls -q 2>/dev/null); do
