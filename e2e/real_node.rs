@@ -900,3 +900,118 @@ async fn install_crd_for_helm() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// SIGCONTs the real node's kubelet when dropped, pass or fail.
+struct FrozenKubelet(String);
+
+impl FrozenKubelet {
+    fn freeze() -> Self {
+        let pid = std::fs::read_to_string(cluster_dir().join("node/kubelet.pid"))
+            .expect("the real node's kubelet.pid")
+            .trim()
+            .to_string();
+        assert!(signal(&pid, "-STOP"), "kill -STOP {pid} failed");
+        Self(pid)
+    }
+}
+
+impl Drop for FrozenKubelet {
+    fn drop(&mut self) {
+        signal(&self.0, "-CONT");
+    }
+}
+
+/// (i) Node loss on a real node: the kubelet of the leader's node frozen (SIGSTOP), so its
+/// node Lease is no longer renewed while the leader's container keeps running; another member
+/// is promoted once `nodeLossSeconds` has passed; the kubelet resumed, nothing moves back.
+#[tokio::test]
+#[ignore = "real node: make e2e-node"]
+async fn i_a_leader_on_a_frozen_kubelet_is_replaced_after_node_loss_seconds() {
+    deploy().await;
+    let ns = TestNs::new("rn-nodeloss").await;
+    let rbac = root().join("config/samples/member-rbac.yaml");
+    kubectl(&["-n", &ns.name, "apply", "-f", rbac.to_str().unwrap()]);
+    // m0, the oldest, runs podium-sample on the real node; m1 and m2 on kwok's nodes.
+    let real: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "m0", "labels": {"app": "mixed"}},
+        "spec": {
+            "nodeName": NODE,
+            "serviceAccountName": "podium-member",
+            "tolerations": [{"key": "podium.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{
+                "name": "app", "image": "podium-sample:dev", "imagePullPolicy": "Never",
+                "env": [
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+                ],
+                "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 1}
+            }]
+        }
+    }))
+    .unwrap();
+    let pods = ns.api::<Pod>();
+    pods.create(&Default::default(), &real).await.unwrap();
+    ns.wait_running("m0").await;
+    ns.create_pod("m1", &[("app", "mixed")]).await;
+    ns.create_pod("m2", &[("app", "mixed")]).await;
+    ns.wait_running("m1").await;
+    ns.wait_running("m2").await;
+    let group: ElectionGroup = serde_json::from_value(serde_json::json!({
+        "apiVersion": "podium.dev/v1alpha1", "kind": "ElectionGroup",
+        "metadata": {"name": "mixed"},
+        "spec": {"selector": {"matchLabels": {"app": "mixed"}}, "preference": "Oldest", "nodeLossSeconds": 11}
+    }))
+    .unwrap();
+    let groups: Api<ElectionGroup> = ns.api();
+    groups.create(&Default::default(), &group).await.unwrap();
+    let g = wait_for_object(&groups, "mixed", Duration::from_secs(30), |g| {
+        status(g).leader.as_deref() == Some("m0")
+    })
+    .await;
+    let term = status(&g).term;
+    let watch = LeaderWatch::start(&ns, "app=mixed").await;
+
+    let frozen = FrozenKubelet::freeze();
+    let stopped = Instant::now();
+    let g = wait_for_object(&groups, "mixed", Duration::from_secs(30), |g| {
+        status(g).leader.as_deref().is_some_and(|l| l != "m0")
+    })
+    .await;
+    let took = stopped.elapsed();
+    println!(
+        "kubelet of {NODE} frozen: {} promoted after {} ms (nodeLossSeconds 11, kubelet renews every 10 s)",
+        status(&g).leader.unwrap_or_default(),
+        took.as_millis()
+    );
+    let st = status(&g);
+    assert_eq!(
+        st.last_transition.as_ref().map(|t| t.reason),
+        Some(podium::crd::TransitionReason::NodeLost)
+    );
+    assert!(st.term > term);
+    // Loss is 11 s of silence after the last renewal, which came at most 10 s before the stop.
+    assert!(
+        took >= Duration::from_secs(1) && took <= Duration::from_secs(14),
+        "{took:?}"
+    );
+    let new = st.leader.unwrap();
+
+    drop(frozen);
+    // The kubelet renews its Lease again within its 10 s interval; give it that and more, then
+    // check that m0 took nothing back.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let g = groups.get("mixed").await.unwrap();
+    assert_eq!(status(&g).leader.as_deref(), Some(new.as_str()));
+    let m0 = pods.get("m0").await.unwrap();
+    assert_eq!(m0.labels().get(ROLE).map(String::as_str), Some("follower"));
+    assert!(watch.max_leaders() <= 1, "two pods labelled leader at once");
+    groups
+        .delete("mixed", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while groups.get_opt("mixed").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the group was not removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
