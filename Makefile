@@ -34,9 +34,11 @@ e2e: cluster-up go-client ## End-to-end tests (brings the local cluster up first
 	cargo test --test e2e -- --test-threads=$${E2E_THREADS:-4}
 
 # The in-cluster operator acts on every namespace, so these run after the other e2e tests, one
-# at a time, with no host-process operator beside them.
+# at a time, with no host-process operator beside them; it is uninstalled afterwards, pass or
+# fail, so that it meets no later test's operator.
 e2e-node: cluster-up image ## End-to-end tests on real-node-0: make deploy, probes, traffic through a Service, upgrade, uninstall
-	cargo test --test e2e -- --ignored --test-threads=1 real_node::
+	status=0; cargo test --test e2e -- --ignored --test-threads=1 real_node:: || status=$$?; \
+	$(MAKE) --no-print-directory undeploy || true; exit $$status
 
 # Chaos restarts the API server and etcd, so it runs on a cluster of its own (podium-chaos,
 # state in target/cluster-chaos), brought up before and down after, pass or fail.
@@ -89,7 +91,7 @@ image: ## Build podium:$(IMAGE_TAG) and podium-sample:dev without a container en
 	[ ! -S $(NODE_SOCK) ] || $(MAKE) --no-print-directory load-images
 
 load-images: ## Import target/image/*.tar into real-node-0's containerd
-	for t in target/image/*.tar; do ctr --address $(NODE_SOCK) -n k8s.io images import "$$t" >/dev/null && echo "loaded $$t"; done
+	for t in target/image/*.tar; do ctr --address $(NODE_SOCK) -n k8s.io images import "$$t" >/dev/null || exit 1; echo "loaded $$t"; done
 
 deploy: cluster-up ## Install podium (config/local: config/default with the local image) on real-node-0; make image first
 	@ls target/image/podium.tar >/dev/null 2>&1 || { echo "no image: run make image first" >&2; exit 1; }
@@ -114,9 +116,11 @@ demo-down: ## Remove the sample (the operator clears its labels), then stop the 
 	-$(KUBECTL) delete -k config/samples --ignore-not-found --timeout=30s
 	-[ -f target/demo/podium.pid ] && kill $$(cat target/demo/podium.pid) && rm -f target/demo/podium.pid
 
-bench: cluster-up go-client ## Benchmarks (about 15 minutes): target/bench/{results.json,report.md,failover.png}
+bench: cluster-up go-client ## Benchmarks (about 20 minutes): target/bench/{results.json,report.md,failover.png,failure_kinds.png}
 	mkdir -p target/bench
 	cd benches/lease-baseline && CGO_ENABLED=0 go build -trimpath -o ../../target/bench/lease-baseline .
+	e2e/node/image.sh lease-baseline:dev target/bench/lease-baseline target/image/lease-baseline.tar
+	$(MAKE) --no-print-directory image
 	cargo bench --bench bench
 	[ -x target/bench/venv/bin/python ] || (python3 -m venv target/bench/venv && target/bench/venv/bin/pip install --quiet matplotlib)
 	target/bench/venv/bin/python benches/plot.py target/bench

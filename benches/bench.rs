@@ -11,6 +11,8 @@ mod groups;
 #[allow(dead_code)]
 mod support;
 
+mod failure_kinds;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -1287,6 +1289,7 @@ fn report(r: &Value) -> String {
         cell(&r["lease_median_over_podium_p99"]), cell(&r["raw_patch_per_s"]), cell(&r["concurrency"])
     ));
     md.push_str(&app_report(r));
+    md.push_str(&failure_kinds::report(&r["failure_kinds"]));
     md.push_str("## Scale (one operator, groups of 5 pods)\n\n| groups | pods | converge ms | writes | min writes | idle writes 60 s | peak RSS MiB | storm p50 ms | storm p99 ms |\n|---|---|---|---|---|---|---|---|---|\n");
     for s in r["scale"].as_array().unwrap() {
         md.push_str(&format!(
@@ -1402,6 +1405,9 @@ async fn main() {
     let lease_kills = env_usize("BENCH_LEASE_KILLS", 5);
     let lease_releases = env_usize("BENCH_LEASE_RELEASES", 10);
     let tuned_kills = env_usize("BENCH_LEASE_TUNED_KILLS", 20);
+    let kind_trials = env_usize("BENCH_KIND_TRIALS", 10);
+    let node_loss_trials = env_usize("BENCH_NODE_LOSS_TRIALS", 5);
+    let kind_lease_trials = env_usize("BENCH_KIND_LEASE_TRIALS", 5);
     let tuned = LeaseTimings::tuned_from_env();
     let mut scales: Vec<usize> = std::env::var("BENCH_SCALES")
         .unwrap_or_else(|_| "100,1000".into())
@@ -1477,6 +1483,15 @@ async fn main() {
         Some(lease_baseline(tuned, tuned_kills, 0, idle_s).await)
     } else {
         None
+    };
+
+    let kinds = if kind_trials + node_loss_trials + kind_lease_trials == 0 {
+        Value::Null
+    } else if failure_kinds::available() {
+        failure_kinds::failure_kinds(kind_trials, node_loss_trials, kind_lease_trials).await
+    } else {
+        println!("failure kinds: skipped, the real node is not up (make cluster-up)");
+        Value::Null
     };
 
     let mut scale_rows = vec![];
@@ -1598,6 +1613,7 @@ async fn main() {
             "rows": idle_rows,
         },
         "raw_patch_per_s": (raw * 10.0).round() / 10.0,
+        "failure_kinds": kinds,
         "scale": scale_rows,
         "samples": {"failover_delete_ms": delete_ms, "failover_unready_ms": unready_ms, "lease_kill_ms": lease_kill, "lease_release_ms": lease_release,
                     "app_failover_ms": app_failover_ms, "app_stepdown_ms": app_stepdown_ms, "lease_tuned_kill_ms": tuned_kill},

@@ -21,16 +21,39 @@ series = [
     ("Lease tuned: leader kill -9", s.get("lease_tuned_kill_ms", [])),
 ]
 series = [(name, xs) for name, xs in series if xs]
-fig, ax = plt.subplots(figsize=(9, 1.2 + 0.6 * len(series)))
-for i, (name, xs) in enumerate(series):
-    ax.scatter(xs, [i + (j % 7 - 3) * 0.03 for j in range(len(xs))], s=14, alpha=0.6)
-    ax.boxplot(xs, positions=[i], orientation="horizontal", widths=0.35, showfliers=False)
-ax.set_xscale("log")
-ax.set_yticks(range(len(series)), [n for n, _ in series])
-ax.set_xlabel("time until another pod/candidate leads (ms, log scale)")
+
+
+def draw(rows, xlabel, title, name):
+    """One row per series: its samples scattered, and a box of their spread (log scale)."""
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.6 * len(rows)))
+    for i, (_, xs) in enumerate(rows):
+        ax.scatter(xs, [i + (j % 7 - 3) * 0.03 for j in range(len(xs))], s=14, alpha=0.6)
+        ax.boxplot(xs, positions=[i], orientation="horizontal", widths=0.35, showfliers=False)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(rows)), [n for n, _ in rows])
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=120)
+    print(f"wrote {out / name}")
+
+
 m = r["machine"]
-ax.set_title(f"Failover: podium vs client-go Lease election ({m['cores']} cores, Kubernetes {r['kubernetes']})")
-ax.grid(True, axis="x", which="both", alpha=0.3)
-fig.tight_layout()
-fig.savefig(out / "failover.png", dpi=120)
-print(f"wrote {out / 'failover.png'}")
+draw(series, "time until another pod/candidate leads (ms, log scale)",
+     f"Failover: podium vs client-go Lease election ({m['cores']} cores, Kubernetes {r['kubernetes']})",
+     "failover.png")
+
+# Failover by kind of failure on the real node: one row per kind and side.
+kinds = r.get("failure_kinds") or []
+rows = []
+for k in kinds:
+    ks = k.get("samples", {})
+    for key, side in [("podium_label_ms", "podium labelled"), ("podium_traffic_ms", "podium traffic"), ("lease_ms", "Lease holder")]:
+        xs = ks.get(key) or []
+        if xs:
+            rows.append((f"{k['kind']}: {side}", xs))
+if rows:
+    draw(rows, "time from the failure (ms, log scale)",
+         "Failover by kind of failure, real node: podium vs client-go Lease (15/10/2 s)",
+         "failure_kinds.png")

@@ -295,12 +295,14 @@ async fn readyz_waits_for_caches_and_metrics_count_failovers() {
     let before = failovers(&wait_http(port, "/metrics", 200, Duration::from_secs(5)).await);
     s.ns.delete_pod_now("p0").await;
     s.wait_leader("api", "app=x", "p1").await;
-    // The status names p1 before p1's label is written (the term is recorded first); the
-    // failover is counted once the label is acknowledged, a moment later.
+    // The status names p1 before the failover is counted (the term is recorded first, then
+    // the transition counted), and its duration is observed once p1's label is acknowledged,
+    // a moment later: wait for both.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let metrics = loop {
         let m = wait_http(port, "/metrics", 200, Duration::from_secs(5)).await;
-        if failovers(&m) > before || std::time::Instant::now() > deadline {
+        let timed = m.contains("podium_failover_duration_seconds_count 1");
+        if (failovers(&m) > before && timed) || std::time::Instant::now() > deadline {
             break m;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use crate::groups::{LeaderWatch, ROLE, status};
 use crate::support::{
-    TestNs, client, cluster_dir, http_request, kubectl, list, ms_since, pod_ip, pod_ready,
-    wait_for_list, wait_for_object,
+    TestNs, client, cluster_dir, container_pid, http_request, kubectl, list, ms_since, pod_ip,
+    pod_ready, real_node_member, wait_for_list, wait_for_object,
 };
 
 const SYSTEM: &str = "podium-system";
@@ -112,34 +112,6 @@ async fn active_replica(client: &Client, not: Option<&str>) -> String {
     })
     .await;
     lease.spec.unwrap().holder_identity.unwrap()
-}
-
-/// The host pid of a pod's first container, from the node's containerd.
-fn container_pid(pod: &Pod) -> u32 {
-    let id = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.first())
-        .and_then(|c| c.container_id.as_deref())
-        .and_then(|id| id.strip_prefix("containerd://"))
-        .unwrap_or_else(|| panic!("{} has no running container", pod.name_any()))
-        .to_string();
-    let sock = cluster_dir().join("node/containerd.sock");
-    let out = std::process::Command::new("ctr")
-        .arg("--address")
-        .arg(&sock)
-        .args(["-n", "k8s.io", "tasks", "ls"])
-        .output()
-        .expect("run ctr");
-    let tasks = String::from_utf8_lossy(&out.stdout);
-    tasks
-        .lines()
-        .find_map(|l| {
-            let mut f = l.split_whitespace();
-            (f.next() == Some(id.as_str())).then(|| f.next()?.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("container {id} is not a running task:\n{tasks}"))
 }
 
 /// Sends a signal (`-KILL`, `-STOP`, ...) to a host process; true when it was delivered.
@@ -376,7 +348,21 @@ async fn a_make_deploy_runs_two_ready_replicas_and_the_standby_takes_over() {
         ms_since(frozen)
     );
     assert!(signal(&pid, "-CONT"));
-    assert_ne!(successor, active);
+    // Resumed, the old active replica finds the Lease taken and writes nothing: the Lease
+    // stays with the successor and the group keeps its leader and term.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        state
+            .split(") ")
+            .nth(1)
+            .is_some_and(|s| !s.starts_with('T')),
+        "{active} was not resumed: {state}"
+    );
+    assert_eq!(active_replica(&client, None).await, successor);
+    let g = sample.groups().get("api").await.unwrap();
+    assert_eq!(status(&g).leader.as_deref(), Some(leader.as_str()));
+    assert_eq!(status(&g).term, term);
 
     // The active pod deleted as a drain or a rollout does: SIGTERM, the Lease released, and a
     // standby takes over at once.
@@ -417,7 +403,6 @@ async fn b_requests_through_the_leader_service_reach_only_the_leader() {
     deploy().await;
     let sample = Sample::start("rn-traffic").await;
     let (leader, term) = sample.leader().await;
-    let mut answered = 0;
     for _ in 0..100 {
         let a = ask(&sample.service).await.expect("the Service answers");
         assert_eq!(
@@ -428,9 +413,7 @@ async fn b_requests_through_the_leader_service_reach_only_the_leader() {
                 term
             }
         );
-        answered += 1;
     }
-    assert_eq!(answered, 100);
     let pods = list(&sample.ns.api::<Pod>(), "app=api").await;
     let followers: Vec<&Pod> = pods.iter().filter(|p| p.name_any() != leader).collect();
     assert_eq!(followers.len(), 2);
@@ -932,23 +915,7 @@ async fn i_a_leader_on_a_frozen_kubelet_is_replaced_after_node_loss_seconds() {
     let rbac = root().join("config/samples/member-rbac.yaml");
     kubectl(&["-n", &ns.name, "apply", "-f", rbac.to_str().unwrap()]);
     // m0, the oldest, runs podium-sample on the real node; m1 and m2 on kwok's nodes.
-    let real: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "m0", "labels": {"app": "mixed"}},
-        "spec": {
-            "nodeName": NODE,
-            "serviceAccountName": "podium-member",
-            "tolerations": [{"key": "podium.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
-            "containers": [{
-                "name": "app", "image": "podium-sample:dev", "imagePullPolicy": "Never",
-                "env": [
-                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
-                ],
-                "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 1}
-            }]
-        }
-    }))
-    .unwrap();
+    let real = real_node_member("m0", &[("app", "mixed")]);
     let pods = ns.api::<Pod>();
     pods.create(&Default::default(), &real).await.unwrap();
     ns.wait_running("m0").await;

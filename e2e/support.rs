@@ -501,3 +501,60 @@ pub fn kubectl(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The host pid of a pod's first container on the real node (e2e/node), from its containerd.
+pub fn container_pid(pod: &Pod) -> u32 {
+    let id = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.first())
+        .and_then(|c| c.container_id.as_deref())
+        .and_then(|id| id.strip_prefix("containerd://"))
+        .unwrap_or_else(|| {
+            panic!(
+                "{} has no running container",
+                kube::ResourceExt::name_any(pod)
+            )
+        })
+        .to_string();
+    let sock = cluster_dir().join("node/containerd.sock");
+    let out = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&sock)
+        .args(["-n", "k8s.io", "tasks", "ls"])
+        .output()
+        .expect("run ctr");
+    let tasks = String::from_utf8_lossy(&out.stdout);
+    tasks
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(id.as_str())).then(|| f.next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("container {id} is not a running task:\n{tasks}"))
+}
+
+/// A pod running podium-sample (`make image`) on the real node, as a member of whatever group
+/// selects `labels`; it reads its role with the podium-member ServiceAccount
+/// (config/samples/member-rbac.yaml) and turns Ready once it serves.
+pub fn real_node_member(name: &str, labels: &[(&str, &str)]) -> Pod {
+    let labels: BTreeMap<_, _> = labels.iter().map(|(k, v)| (*k, *v)).collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "nodeName": "real-node-0",
+            "serviceAccountName": "podium-member",
+            "tolerations": [{"key": "podium.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{
+                "name": "app", "image": "podium-sample:dev", "imagePullPolicy": "Never",
+                "env": [
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+                ],
+                "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 1}
+            }]
+        }
+    }))
+    .unwrap()
+}

@@ -3,11 +3,15 @@
 // retry period; -lease-duration, -renew-deadline and -retry-period change them). It prints
 // "LEADING <identity> <unix-nanos>" when it starts leading and "STOPPED <identity>
 // <unix-nanos>" when Run ends (a lost renewal, or SIGTERM), then exits; on SIGTERM it releases
-// the Lease first (ReleaseOnCancel).
+// the Lease first (ReleaseOnCancel). With -unique, the identity gets a random suffix
+// (<id>_<hex>), as kube-controller-manager's does, so that a restarted process is a new
+// candidate and waits out its predecessor's Lease. Without -kubeconfig it uses the in-cluster
+// configuration.
 package main
 
 import (
 	"context"
+	"crypto/rand"
 	"flag"
 	"fmt"
 	"os"
@@ -30,7 +34,16 @@ func main() {
 	leaseDuration := flag.Duration("lease-duration", 15*time.Second, "LeaseDuration")
 	renewDeadline := flag.Duration("renew-deadline", 10*time.Second, "RenewDeadline")
 	retryPeriod := flag.Duration("retry-period", 2*time.Second, "RetryPeriod")
+	unique := flag.Bool("unique", false, "append a random suffix to the identity")
 	flag.Parse()
+	if *unique {
+		var b [4]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		*id = fmt.Sprintf("%s_%x", *id, b)
+	}
 
 	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 	if err != nil {

@@ -5,9 +5,11 @@
 set -uo pipefail
 
 state=$1 bin=$2
-node=$state/node
+link=$state/node
+[ -e "$link" ] || exit 0
+# up.sh keeps the state under /run when the checkout's path is too long for unix sockets.
+node=$(readlink -f "$link")
 sock=$node/containerd.sock
-[ -d "$node" ] || exit 0
 
 stop() { # pidfile: TERM, then KILL after 5 s
   local f=$node/$1.pid pid
@@ -23,8 +25,10 @@ stop kube-proxy
 [ -x "$bin/kube-proxy" ] && "$bin/kube-proxy" --cleanup >/dev/null 2>&1
 stop kubelet
 # The kubelet's and kube-proxy's remaining KUBE-* chains (canaries, the localnet firewall), and
-# the jumps to them from the built-in chains: this machine's only Kubernetes node is this one.
+# the jumps to them from the built-in chains — unless another kubelet or kube-proxy runs here.
+others=$(pgrep -x 'kubelet|kube-proxy' || true)
 for cmd in iptables ip6tables; do
+  [ -z "$others" ] || break
   command -v "$cmd" >/dev/null || continue
   for table in filter nat mangle; do
     "$cmd" -t "$table" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | sed 's/^-A /-D /' |
@@ -49,8 +53,16 @@ stop relay
 awk -v p="$node/" 'index($2, p) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
   umount -l "$m" 2>/dev/null
 done
-# The pods' network namespaces (containerd names them cni-<uuid>).
-for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns delete "$ns" 2>/dev/null; done
+# The pods' network namespaces (containerd names them cni-<uuid>), unless another containerd
+# runs here and may own some.
+if ! pgrep -x containerd >/dev/null; then
+  for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns delete "$ns" 2>/dev/null; done
+fi
+# The kubelet's links to container logs (its directory is fixed: /var/log/containers).
+find /var/log/containers -maxdepth 1 -type l -lname "$node/*" -delete 2>/dev/null
 ip link delete podium0 2>/dev/null
-rm -rf "$node"
+# The machine's own forwarding settings, as up.sh found them.
+[ -f "$node/ip_forward.orig" ] && sysctl -qw net.ipv4.ip_forward="$(cat "$node/ip_forward.orig")"
+[ -f "$node/route_localnet.orig" ] && sysctl -qw net.ipv4.conf.all.route_localnet="$(cat "$node/route_localnet.orig")"
+rm -rf "$node" "$link"
 echo "real node down"

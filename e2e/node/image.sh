@@ -19,20 +19,24 @@ while [ $# -gt 0 ]; do
 done
 name=/$(basename "$binary")
 
-# vfs storage works wherever the builder runs (no overlay mount needed); the storage is
-# buildah's own, under ~/.local/share/containers when not root.
-export STORAGE_DRIVER=vfs BUILDAH_ISOLATION=chroot
-ctr=$(buildah from --quiet scratch)
-trap 'buildah rm "$ctr" >/dev/null 2>&1 || true' EXIT
-buildah copy --quiet --chmod 0755 "$ctr" "$binary" "$name" >/dev/null
+# A store of the project's own (target/buildah), never the machine's: vfs works wherever
+# the builder runs (no overlay mount needed), and nothing of a user's images is touched.
+store=$(cd "$(dirname "$0")/../.." && pwd)/target/buildah
+b=(buildah --root "$store/storage" --runroot "$store/run" --storage-driver vfs)
+export BUILDAH_ISOLATION=chroot
+ctr=$("${b[@]}" from --quiet scratch)
+trap '"${b[@]}" rm "$ctr" >/dev/null 2>&1 || true' EXIT
+"${b[@]}" copy --quiet --chmod 0755 "$ctr" "$binary" "$name" >/dev/null
 args=(--user "$user" --entrypoint "[\"$name\"]" --label "org.opencontainers.image.source=podium")
 [ -n "$port" ] && args+=(--port "$port")
 if [ $# -gt 0 ]; then
   cmd=$(printf '"%s",' "$@")
   args+=(--cmd "[${cmd%,}]")
 fi
-buildah config "${args[@]}" "$ctr"
-buildah commit --quiet --rm "$ctr" "$ref" >/dev/null
+"${b[@]}" config "${args[@]}" "$ctr"
+# The previous image of that name is replaced, not kept beside it.
+"${b[@]}" rmi --force "$ref" >/dev/null 2>&1 || true
+"${b[@]}" commit --quiet --rm "$ctr" "$ref" >/dev/null
 trap - EXIT
 mkdir -p "$(dirname "$archive")"
 rm -f "$archive"
@@ -45,5 +49,5 @@ if [[ $ref == */* ]]; then
     *) full=docker.io/$ref ;;
   esac
 fi
-buildah push --quiet "$ref" "oci-archive:$archive:$full" >/dev/null
+"${b[@]}" push --quiet "$ref" "oci-archive:$archive:$full" >/dev/null
 echo "$full -> $archive"

@@ -19,15 +19,26 @@ name=real-node-0
 bridge=podium0 gateway=10.88.0.1 pod_cidr=10.88.0.0/16
 sock=$node/containerd.sock
 
-for tool in containerd containerd-shim-runc-v2 runc ctr buildah socat iptables; do
+for tool in containerd containerd-shim-runc-v2 runc ctr buildah socat iptables ip sysctl; do
   command -v "$tool" >/dev/null || { echo "real node: $tool is missing (.ci/run installs it)" >&2; exit 1; }
 done
 [ -x /usr/lib/cni/bridge ] || { echo "real node: the CNI plugins are missing (containernetworking-plugins)" >&2; exit 1; }
 
-if [ -S "$sock" ] && "${kubectl[@]}" get node "$name" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True; then
+# Unix socket paths are limited to 108 bytes; the kubelet's deepest one is under
+# <root-dir>/plugins_registry/. A long checkout path moves the node's state under /run.
+# target/cluster/node is then a link to it, so the other tools find the node's files there.
+if [ ${#node} -gt 48 ]; then
+  short=/run/podium-node-$(echo "$node" | sha256sum | cut -c1-8)
+  mkdir -p "$short"
+  [ -L "$node" ] || { rm -rf "$node"; ln -s "$short" "$node"; }
+  node=$short
+fi
+sock=$node/containerd.sock
+
+if ctr --address "$sock" version >/dev/null 2>&1 && "${kubectl[@]}" get node "$name" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True; then
   exit 0
 fi
-mkdir -p "$node"/{cni,cni-data,kubelet,containerd,logs,images}
+mkdir -p "$node"/{cni,cni-data,kubelet,containerd,logs,images,pod-logs,runc}
 
 # The pod network: a bridge that the host routes to. Created here, not by the CNI plugin on the
 # first pod, because the API server's relay and the kubelet listen on its address.
@@ -35,6 +46,9 @@ ip link show "$bridge" >/dev/null 2>&1 || ip link add "$bridge" type bridge
 ip addr show dev "$bridge" | grep -q "inet $gateway/" || ip addr add "$gateway/16" dev "$bridge"
 ip link set "$bridge" up
 # Pods reach Services through the host (ClusterIP DNAT, then routed back onto the bridge).
+# The machine's own setting is kept, and restored by down.sh.
+[ -f "$node/ip_forward.orig" ] || sysctl -n net.ipv4.ip_forward >"$node/ip_forward.orig"
+[ -f "$node/route_localnet.orig" ] || sysctl -n net.ipv4.conf.all.route_localnet >"$node/route_localnet.orig"
 sysctl -qw net.ipv4.ip_forward=1
 cat >"$node/cni/10-podium.conflist" <<JSON
 {
@@ -65,8 +79,11 @@ state = "$node/containerd/state"
     conf_dir = "$node/cni"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      Root = "$node/runc"
 TOML
-if [ ! -S "$sock" ]; then
+if ! ctr --address "$sock" version >/dev/null 2>&1; then
+  rm -f "$sock"
   setsid containerd --config "$node/containerd.toml" >"$node/logs/containerd.log" 2>&1 &
   echo $! >"$node/containerd.pid"
   for _ in $(seq 1 100); do ctr --address "$sock" version >/dev/null 2>&1 && break; sleep 0.1; done
@@ -99,6 +116,8 @@ cgroupDriver: cgroupfs
 failSwapOn: false
 containerRuntimeEndpoint: unix://$sock
 resolvConf: ""
+# Container logs under the node's state, not the machine's /var/log/pods.
+podLogsDir: $node/pod-logs
 authentication:
   anonymous: { enabled: false }
   webhook: { enabled: true }
@@ -129,6 +148,9 @@ bindAddress: 127.0.0.1
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
 clusterCIDR: $pod_cidr
+# NodePorts on the bridge only: nothing listens on the machine's other interfaces, and
+# kube-proxy leaves route_localnet alone.
+nodePortAddresses: ["$gateway/32"]
 # Pod -> Service -> pod on the same bridge comes back through the host (no br_netfilter).
 iptables: { masqueradeAll: true }
 # Leave the machine's conntrack settings alone (setting them needs privileges this sandbox lacks).

@@ -1,0 +1,442 @@
+//! Failover by kind of failure, on the real node (`real-node-0`): podium's sample application
+//! and client-go Lease candidates both run as pods there, and each is failed the way users'
+//! pods fail — the main process SIGKILLed, the pod deleted, the readiness probe failing, the
+//! node's kubelet frozen. For podium: the time until another pod is labelled leader, and until
+//! a request through the leader Service's ClusterIP is answered by it. For the Lease: the time
+//! until another candidate holds the Lease, where a Lease can notice the failure at all.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use super::groups::{LeaderWatch, Setup, status};
+use super::support::*;
+use super::{out_dir, stats, stats_row};
+
+const NODE: &str = "real-node-0";
+
+fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real node is up and the images it needs are loaded (`make bench` does both).
+pub fn available() -> bool {
+    cluster_dir().join("node/containerd.sock").exists()
+}
+
+fn sh(cmd: &str, args: &[&str]) -> bool {
+    std::process::Command::new(cmd)
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Waits until `n` pods match `selector`, all Ready and none terminating.
+async fn settle(ns: &TestNs, selector: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let pods = list(&ns.api::<Pod>(), selector).await;
+        if pods.len() == n
+            && pods
+                .iter()
+                .all(|p| pod_ready(p) && p.metadata.deletion_timestamp.is_none())
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{selector} did not settle");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The pod that answers through the leader Service, if it answers as leader.
+async fn answering(service: &str) -> Option<String> {
+    let (code, body) = http_request(service, "GET", "/").await?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    (code == 200 && v["role"] == "leader").then(|| v["pod"].as_str().map(str::to_string))?
+}
+
+async fn wait_answering(service: &str, pod: &str, start: Instant) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if answering(service).await.as_deref() == Some(pod) {
+            return start.elapsed().as_secs_f64() * 1000.0;
+        }
+        assert!(Instant::now() < deadline, "{pod} never answered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The sample application (config/local/samples) with a podium operator scoped to its
+/// namespace.
+struct Podium {
+    s: Setup,
+    service: String,
+}
+
+impl Podium {
+    async fn start() -> Self {
+        let s = Setup::new("bench-kinds").await;
+        let dir = root().join("config/local/samples");
+        kubectl(&["-n", &s.ns.name, "apply", "-k", dir.to_str().unwrap()]);
+        settle(&s.ns, "app=api", 3).await;
+        let svc = s.ns.api::<Service>().get("api-leader").await.unwrap();
+        let service = format!("{}:80", svc.spec.unwrap().cluster_ip.unwrap());
+        let p = Self { s, service };
+        let leader = p.leader().await;
+        wait_answering(&p.service, &leader, Instant::now()).await;
+        p
+    }
+
+    async fn leader(&self) -> String {
+        let g = self
+            .s
+            .wait_group("api", "a leader", |g| status(g).leader.is_some())
+            .await;
+        status(&g).leader.unwrap()
+    }
+
+    /// One trial: `fail` breaks the leader; returns (label ms, traffic ms), then waits until
+    /// the three pods are Ready again.
+    async fn trial(&self, fail: impl AsyncFnOnce(&Pod)) -> (f64, f64) {
+        let leader = self.leader().await;
+        let pod = self.s.ns.api::<Pod>().get(&leader).await.unwrap();
+        let watch = LeaderWatch::start(&self.s.ns, "app=api").await;
+        let start = Instant::now();
+        fail(&pod).await;
+        let (next, at) = watch
+            .wait_new_leader(&leader, start, Duration::from_secs(60))
+            .await;
+        let label = at.duration_since(start).as_secs_f64() * 1000.0;
+        let traffic = wait_answering(&self.service, &next, start).await;
+        assert!(watch.max_leaders() <= 1, "two leaders");
+        (label, traffic)
+    }
+}
+
+async fn podium_kinds(trials: usize) -> Vec<(&'static str, Vec<f64>, Vec<f64>)> {
+    let p = Podium::start().await;
+    let pods = p.s.ns.api::<Pod>();
+    let mut out = vec![];
+
+    let (mut label, mut traffic) = (vec![], vec![]);
+    for _ in 0..trials {
+        let (l, t) = p
+            .trial(async |pod: &Pod| {
+                assert!(sh("kill", &["-KILL", &container_pid(pod).to_string()]));
+            })
+            .await;
+        label.push(l);
+        traffic.push(t);
+        settle(&p.s.ns, "app=api", 3).await;
+    }
+    println!(
+        "  process kill -9: label {}  traffic {}",
+        stats(&label),
+        stats(&traffic)
+    );
+    out.push(("process_kill", label, traffic));
+
+    let (mut label, mut traffic) = (vec![], vec![]);
+    for _ in 0..trials {
+        let (l, t) = p
+            .trial(async |pod: &Pod| {
+                pods.delete(&pod.name_any(), &DeleteParams::default())
+                    .await
+                    .unwrap();
+            })
+            .await;
+        label.push(l);
+        traffic.push(t);
+        settle(&p.s.ns, "app=api", 3).await;
+    }
+    println!(
+        "  pod deletion: label {}  traffic {}",
+        stats(&label),
+        stats(&traffic)
+    );
+    out.push(("pod_delete", label, traffic));
+
+    let (mut label, mut traffic) = (vec![], vec![]);
+    for _ in 0..trials {
+        let mut addr = String::new();
+        let (l, t) = p
+            .trial(async |pod: &Pod| {
+                addr = format!("{}:8080", pod_ip(pod).unwrap());
+                let r = http_request(&addr, "POST", "/admin/unhealthy").await;
+                assert_eq!(r.map(|r| r.0), Some(200));
+            })
+            .await;
+        label.push(l);
+        traffic.push(t);
+        http_request(&addr, "POST", "/admin/healthy").await;
+        settle(&p.s.ns, "app=api", 3).await;
+    }
+    println!(
+        "  readiness failing: label {}  traffic {}",
+        stats(&label),
+        stats(&traffic)
+    );
+    out.push(("readiness_failure", label, traffic));
+    out
+}
+
+/// Node loss: the leader on the real node, two members on kwok nodes; the kubelet frozen
+/// (SIGSTOP) until another member is labelled leader, then resumed, and leadership handed
+/// back for the next trial. Returns label ms (the new leader is on a kwok node, which serves
+/// no traffic).
+async fn podium_node_loss(trials: usize) -> Vec<f64> {
+    let s = Setup::new("bench-nodeloss").await;
+    let rbac = root().join("config/samples/member-rbac.yaml");
+    kubectl(&["-n", &s.ns.name, "apply", "-f", rbac.to_str().unwrap()]);
+    let real = real_node_member("m0", &[("app", "mixed")]);
+    s.ns.api::<Pod>()
+        .create(&PostParams::default(), &real)
+        .await
+        .unwrap();
+    s.ns.wait_running("m0").await;
+    s.pods(&["m1", "m2"], &[("app", "mixed")]).await;
+    s.apply_group(
+        "mixed",
+        json!({"selector": {"matchLabels": {"app": "mixed"}}, "preference": "Oldest", "nodeLossSeconds": 11}),
+    )
+    .await
+    .unwrap();
+    let kubelet = std::fs::read_to_string(cluster_dir().join("node/kubelet.pid"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut label = vec![];
+    for _ in 0..trials {
+        s.wait_leader("mixed", "app=mixed", "m0").await;
+        let watch = LeaderWatch::start(&s.ns, "app=mixed").await;
+        let start = Instant::now();
+        assert!(sh("kill", &["-STOP", &kubelet]));
+        // Resumed when this goes out of scope, also when the trial panics.
+        let thaw = Thaw(kubelet.clone());
+        let waited = watch
+            .wait_new_leader("m0", start, Duration::from_secs(60))
+            .await;
+        drop(thaw);
+        label.push(waited.1.duration_since(start).as_secs_f64() * 1000.0);
+        assert!(watch.max_leaders() <= 1, "two leaders");
+        // The node renews again within the kubelet's 10 s interval; m0 is handed leadership
+        // back once it is fit again (the handoff refuses an unfit target).
+        let groups: Api<podium::crd::ElectionGroup> = s.ns.api();
+        let handoff = json!({"metadata": {"annotations": {"podium.dev/handoff-to": "m0"}}});
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let _ = groups
+                .patch("mixed", &PatchParams::default(), &Patch::Merge(&handoff))
+                .await;
+            let g = groups.get("mixed").await.unwrap();
+            if status(&g).leader.as_deref() == Some("m0") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "m0 never led again");
+        }
+    }
+    println!("  node loss (kubelet frozen): label {}", stats(&label));
+    label
+}
+
+/// SIGCONTs a stopped process when dropped.
+struct Thaw(String);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        sh("kill", &["-CONT", &self.0]);
+    }
+}
+
+/// client-go Lease candidates as a Deployment of three pods on the real node, with
+/// kube-controller-manager's timings (15 s / 10 s / 2 s) and identities made unique per process.
+struct Leases {
+    ns: TestNs,
+}
+
+impl Leases {
+    async fn start() -> Self {
+        let ns = TestNs::new("bench-kinds-lease").await;
+        let manifest = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "candidate"}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "candidate"},
+             "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "candidate"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "candidate"},
+             "subjects": [{"kind": "ServiceAccount", "name": "candidate", "namespace": ns.name}]},
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "candidate"},
+             "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "candidate"}},
+              "template": {"metadata": {"labels": {"app": "candidate"}}, "spec": {
+                "serviceAccountName": "candidate",
+                "nodeSelector": {"kubernetes.io/hostname": NODE},
+                "tolerations": [{"key": "podium.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+                "containers": [{"name": "candidate", "image": "lease-baseline:dev", "imagePullPolicy": "Never",
+                  "args": ["-namespace", ns.name, "-lease", "baseline", "-id", "$(POD_NAME)", "-unique"],
+                  "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}}}}
+        ]});
+        let file = out_dir().join("lease-candidates.json");
+        std::fs::write(&file, manifest.to_string()).unwrap();
+        kubectl(&["-n", &ns.name, "apply", "-f", file.to_str().unwrap()]);
+        settle(&ns, "app=candidate", 3).await;
+        let l = Self { ns };
+        l.holder(None).await;
+        l
+    }
+
+    /// The Lease's holder identity (`<pod>_<random>`: one per process), once it is not `not`.
+    async fn holder(&self, not: Option<&str>) -> (String, Instant) {
+        let leases: Api<Lease> = self.ns.api();
+        let identity = |l: &Lease| {
+            l.spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.clone())
+                .filter(|h| !h.is_empty())
+        };
+        let l = wait_for_object(&leases, "baseline", Duration::from_secs(90), |l: &Lease| {
+            identity(l).is_some_and(|p| Some(p.as_str()) != not)
+        })
+        .await;
+        (identity(&l).unwrap(), Instant::now())
+    }
+
+    /// Fails the holder's pod; the time until another process holds the Lease (a killed
+    /// process restarted in place is another process, with another identity).
+    async fn trial(&self, fail: impl AsyncFnOnce(&Pod)) -> f64 {
+        let (holder, _) = self.holder(None).await;
+        let pod_name = holder.split('_').next().unwrap_or_default().to_string();
+        let pod = self.ns.api::<Pod>().get(&pod_name).await.unwrap();
+        let start = Instant::now();
+        fail(&pod).await;
+        let (_, at) = self.holder(Some(&holder)).await;
+        at.duration_since(start).as_secs_f64() * 1000.0
+    }
+}
+
+async fn lease_kinds(trials: usize) -> (Vec<f64>, Vec<f64>) {
+    let l = Leases::start().await;
+    let mut kill = vec![];
+    for _ in 0..trials {
+        kill.push(
+            l.trial(async |pod: &Pod| {
+                assert!(sh("kill", &["-KILL", &container_pid(pod).to_string()]));
+            })
+            .await,
+        );
+        settle(&l.ns, "app=candidate", 3).await;
+    }
+    println!("  Lease, process kill -9: {}", stats(&kill));
+    let mut delete = vec![];
+    let pods = l.ns.api::<Pod>();
+    for _ in 0..trials {
+        delete.push(
+            l.trial(async |pod: &Pod| {
+                pods.delete(&pod.name_any(), &DeleteParams::default())
+                    .await
+                    .unwrap();
+            })
+            .await,
+        );
+        settle(&l.ns, "app=candidate", 3).await;
+    }
+    println!("  Lease, pod deletion: {}", stats(&delete));
+    (kill, delete)
+}
+
+/// `failure_kinds` of results.json: one entry per kind, each with podium's label and traffic
+/// times and the Lease's, as {n,p50,p90,p99,max} (null where a side cannot see the failure),
+/// and the raw samples for the plot.
+pub async fn failure_kinds(trials: usize, node_loss_trials: usize, lease_trials: usize) -> Value {
+    println!(
+        "failure kinds on {NODE}: {trials} trials per fast kind, {node_loss_trials} node losses, {lease_trials} per Lease kind"
+    );
+    let podium = podium_kinds(trials).await;
+    let node_loss = podium_node_loss(node_loss_trials).await;
+    let (lease_kill, lease_delete) = lease_kinds(lease_trials).await;
+    let kind = |kind: &str,
+                label: &[f64],
+                traffic: Option<&[f64]>,
+                lease: Option<&[f64]>,
+                note: &str| {
+        json!({
+            "kind": kind,
+            "podium_label_ms": stats(label),
+            "podium_traffic_ms": traffic.map(stats),
+            "lease_ms": lease.map(stats),
+            "note": note,
+            "samples": {"podium_label_ms": label, "podium_traffic_ms": traffic, "lease_ms": lease},
+        })
+    };
+    let find = |k: &str| podium.iter().find(|(n, _, _)| *n == k).unwrap();
+    let (_, kill_l, kill_t) = find("process_kill");
+    let (_, del_l, del_t) = find("pod_delete");
+    let (_, probe_l, probe_t) = find("readiness_failure");
+    json!([
+        kind(
+            "process_kill",
+            kill_l,
+            Some(kill_t),
+            Some(&lease_kill),
+            "SIGKILL of the main process; podium: the kubelet sees the exit (PLEG) and Ready goes False; Lease: the successor waits out the 15 s lease"
+        ),
+        kind(
+            "pod_delete",
+            del_l,
+            Some(del_t),
+            Some(&lease_delete),
+            "kubectl delete pod (graceful); podium: the deletion itself; Lease: SIGTERM, the Lease released (ReleaseOnCancel), a candidate's next retry (2 s period) takes it"
+        ),
+        kind(
+            "readiness_failure",
+            probe_l,
+            Some(probe_t),
+            None,
+            "the application reports unhealthy; podium: probe period 1 s x failureThreshold 2; a Lease does not see readiness: its holder keeps leading"
+        ),
+        kind(
+            "node_loss",
+            &node_loss,
+            None,
+            None,
+            "kubelet frozen (SIGSTOP); podium: nodeLossSeconds 11 after the node Lease's last renewal; the new leader is on a kwok node, which serves no traffic; Lease candidates on the node keep running and renewing, so a frozen kubelet never moves a Lease"
+        ),
+    ])
+}
+
+/// The report's section: one table row per kind and side, and each kind's note.
+pub fn report(kinds: &Value) -> String {
+    let Some(kinds) = kinds.as_array() else {
+        return String::new();
+    };
+    let mut md = String::from(
+        "## Failover by kind of failure (real node)\n\n| kind: measure | n | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n",
+    );
+    for k in kinds {
+        let kind = k["kind"].as_str().unwrap_or_default();
+        for (key, what) in [
+            ("podium_label_ms", "podium, new leader labelled"),
+            ("podium_traffic_ms", "podium, Service answers from it"),
+            ("lease_ms", "client-go Lease 15/10/2 s, new holder"),
+        ] {
+            if k[key].is_null() {
+                md.push_str(&format!("| {kind}: {what} | — | | | | |\n"));
+            } else {
+                md.push_str(&stats_row(&format!("{kind}: {what}"), &k[key]));
+            }
+        }
+    }
+    md.push('\n');
+    for k in kinds {
+        md.push_str(&format!(
+            "- **{}**: {}\n",
+            k["kind"].as_str().unwrap_or_default(),
+            k["note"].as_str().unwrap_or_default()
+        ));
+    }
+    md.push('\n');
+    md
+}
