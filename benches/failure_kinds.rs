@@ -184,9 +184,9 @@ async fn podium_kinds(trials: usize) -> Vec<(&'static str, Vec<f64>, Vec<f64>)> 
     out
 }
 
-/// Node loss: the leader on the real node, two members on kwok nodes; the kubelet frozen
-/// (SIGSTOP) until another member is labelled leader, then resumed, and leadership handed
-/// back for the next trial. Returns label ms (the new leader is on a kwok node, which serves
+/// Node loss: the leader on the real node, two members on kwok nodes; the kubelet and the
+/// leader's process frozen until another member is labelled leader, then resumed, and
+/// leadership handed back for the next trial. Returns label ms (the new leader is on a kwok node, which serves
 /// no traffic).
 async fn podium_node_loss(trials: usize) -> Vec<f64> {
     let s = Setup::new("bench-nodeloss").await;
@@ -205,22 +205,17 @@ async fn podium_node_loss(trials: usize) -> Vec<f64> {
     )
     .await
     .unwrap();
-    let kubelet = std::fs::read_to_string(cluster_dir().join("node/kubelet.pid"))
-        .unwrap()
-        .trim()
-        .to_string();
     let mut label = vec![];
     for _ in 0..trials {
         s.wait_leader("mixed", "app=mixed", "m0").await;
+        let m0 = s.ns.api::<Pod>().get("m0").await.unwrap();
         let watch = LeaderWatch::start(&s.ns, "app=mixed").await;
         let start = Instant::now();
-        assert!(sh("kill", &["-STOP", &kubelet]));
-        // Resumed when this goes out of scope, also when the trial panics.
-        let thaw = Thaw(kubelet.clone());
+        let lost = Lost::freeze(&m0);
         let waited = watch
             .wait_new_leader("m0", start, Duration::from_secs(60))
             .await;
-        drop(thaw);
+        drop(lost);
         label.push(waited.1.duration_since(start).as_secs_f64() * 1000.0);
         assert!(watch.max_leaders() <= 1, "two leaders");
         // The node renews again within the kubelet's 10 s interval; m0 is handed leadership
@@ -244,12 +239,30 @@ async fn podium_node_loss(trials: usize) -> Vec<f64> {
     label
 }
 
-/// SIGCONTs a stopped process when dropped.
-struct Thaw(String);
+/// The node "lost" for the pod that leads on it: its kubelet and the leading process frozen
+/// (SIGSTOP) at once, as a hung or cut-off machine would be; the other candidates run on, as
+/// on other nodes. Resumed (SIGCONT) when dropped, also when a trial panics.
+struct Lost(Vec<String>);
 
-impl Drop for Thaw {
+impl Lost {
+    fn freeze(leading: &Pod) -> Self {
+        let kubelet = std::fs::read_to_string(cluster_dir().join("node/kubelet.pid"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let pids = vec![kubelet, container_pid(leading).to_string()];
+        for pid in &pids {
+            assert!(sh("kill", &["-STOP", pid]));
+        }
+        Self(pids)
+    }
+}
+
+impl Drop for Lost {
     fn drop(&mut self) {
-        sh("kill", &["-CONT", &self.0]);
+        for pid in &self.0 {
+            sh("kill", &["-CONT", pid]);
+        }
     }
 }
 
@@ -317,7 +330,7 @@ impl Leases {
     }
 }
 
-async fn lease_kinds(trials: usize) -> (Vec<f64>, Vec<f64>) {
+async fn lease_kinds(trials: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let l = Leases::start().await;
     let mut kill = vec![];
     for _ in 0..trials {
@@ -344,7 +357,33 @@ async fn lease_kinds(trials: usize) -> (Vec<f64>, Vec<f64>) {
         settle(&l.ns, "app=candidate", 3).await;
     }
     println!("  Lease, pod deletion: {}", stats(&delete));
-    (kill, delete)
+    let mut lost = vec![];
+    for _ in 0..trials {
+        let mut frozen = None;
+        let mut victim = None;
+        lost.push(
+            l.trial(async |pod: &Pod| {
+                victim = Some((pod.name_any(), restarts(pod)));
+                frozen = Some(Lost::freeze(pod));
+            })
+            .await,
+        );
+        drop(frozen);
+        // Resumed, the old holder finds its leadership gone and exits (lease-baseline stops
+        // when Run ends); the next trial starts once the kubelet has restarted it, so that it
+        // does not exit during a later freeze, when no kubelet would restart it.
+        let (name, before) = victim.unwrap();
+        wait_for_object(&pods, &name, Duration::from_secs(60), |p: &Pod| {
+            restarts(p) > before && pod_ready(p)
+        })
+        .await;
+        settle(&l.ns, "app=candidate", 3).await;
+    }
+    println!(
+        "  Lease, node lost (kubelet and holder frozen): {}",
+        stats(&lost)
+    );
+    (kill, delete, lost)
 }
 
 /// `failure_kinds` of results.json: one entry per kind, each with podium's label and traffic
@@ -356,7 +395,7 @@ pub async fn failure_kinds(trials: usize, node_loss_trials: usize, lease_trials:
     );
     let podium = podium_kinds(trials).await;
     let node_loss = podium_node_loss(node_loss_trials).await;
-    let (lease_kill, lease_delete) = lease_kinds(lease_trials).await;
+    let (lease_kill, lease_delete, lease_lost) = lease_kinds(lease_trials).await;
     let kind = |kind: &str,
                 label: &[f64],
                 traffic: Option<&[f64]>,
@@ -401,8 +440,8 @@ pub async fn failure_kinds(trials: usize, node_loss_trials: usize, lease_trials:
             "node_loss",
             &node_loss,
             None,
-            None,
-            "kubelet frozen (SIGSTOP); podium: nodeLossSeconds 11 after the node Lease's last renewal; the new leader is on a kwok node, which serves no traffic; Lease candidates on the node keep running and renewing, so a frozen kubelet never moves a Lease"
+            Some(&lease_lost),
+            "the leader's kubelet and process frozen (SIGSTOP), the other candidates running on as on other nodes; podium: nodeLossSeconds 11 after the last node Lease renewal it saw, the new leader on a kwok node (which serves no traffic); Lease: the frozen holder stops renewing and the successor waits out the 15 s lease"
         ),
     ])
 }

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use std::time::Instant;
 
 use crate::groups::{LeaderWatch, ROLE, status};
+use crate::support::restarts;
 use crate::support::{
     TestNs, client, cluster_dir, container_pid, http_request, kubectl, list, ms_since, pod_ip,
     pod_ready, real_node_member, wait_for_list, wait_for_object,
@@ -138,14 +139,6 @@ fn rss_kib(pod: &Pod) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmRSS in /proc/<pid>/status")
-}
-
-fn restarts(pod: &Pod) -> i32 {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.first())
-        .map_or(0, |c| c.restart_count)
 }
 
 /// What podium-sample answers on GET /.

@@ -558,3 +558,12 @@ pub fn real_node_member(name: &str, labels: &[(&str, &str)]) -> Pod {
     }))
     .unwrap()
 }
+
+/// How often a pod's first container has been restarted.
+pub fn restarts(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.first())
+        .map_or(0, |c| c.restart_count)
+}

@@ -27,7 +27,7 @@ export BUILDAH_ISOLATION=chroot
 ctr=$("${b[@]}" from --quiet scratch)
 trap '"${b[@]}" rm "$ctr" >/dev/null 2>&1 || true' EXIT
 "${b[@]}" copy --quiet --chmod 0755 "$ctr" "$binary" "$name" >/dev/null
-args=(--user "$user" --entrypoint "[\"$name\"]" --label "org.opencontainers.image.source=podium")
+args=(--user "$user" --entrypoint "[\"$name\"]")
 [ -n "$port" ] && args+=(--port "$port")
 if [ $# -gt 0 ]; then
   cmd=$(printf '"%s",' "$@")
