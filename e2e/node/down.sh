@@ -26,7 +26,7 @@ stop kube-proxy
 stop kubelet
 # The kubelet's and kube-proxy's remaining KUBE-* chains (canaries, the localnet firewall), and
 # the jumps to them from the built-in chains — unless another kubelet or kube-proxy runs here.
-others=$(pgrep -x 'kubelet|kube-proxy' || true)
+others=$(pgrep -x kubelet; pgrep -x kube-proxy)
 for cmd in iptables ip6tables; do
   [ -z "$others" ] || break
   command -v "$cmd" >/dev/null || continue
