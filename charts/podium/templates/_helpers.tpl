@@ -41,16 +41,18 @@ of the Role in watchNamespace.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, patch]
+# One new Event per occurrence (never a patched series).
 - apiGroups: [events.k8s.io]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- if .Values.watchNamespace }}
 # The per-group Lease mirror (publishLease).
 {{- else }}
 # The controller's own election Lease, the per-group mirror (publishLease), and reading the
 # node Leases in kube-node-lease of the nodes hosting leaders (node loss).
 {{- end }}
+# Leases are created and then replaced whole, conditionally on their resourceVersion.
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
-  verbs: [get, list, watch, create, patch, update]
+  verbs: [get, list, watch, create, update]
 {{- end -}}
