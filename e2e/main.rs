@@ -3,6 +3,7 @@
 mod chaos;
 mod cluster;
 mod election;
+mod fake_kubelet;
 mod groups;
 mod handoff;
 mod hostile;

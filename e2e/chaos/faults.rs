@@ -31,11 +31,13 @@ pub enum Fault {
     PodChurn,
     /// A burst of manual handoff requests (`any` and named pods).
     HandoffStorm,
+    /// The harness's node stops renewing its Lease for 12–20 s, then renews again.
+    NodeSilence,
 }
 
-/// Relative frequencies: the slow faults (seconds each) are rarer, so that the default
-/// run's 200 faults fit in 20 minutes.
-const WEIGHTS: [(Fault, u32); 10] = [
+/// Relative frequencies: the slow faults (seconds each; a node silence takes 15–30 s) are
+/// rarer, so that the default run's 200 faults fit in 20 minutes.
+const WEIGHTS: [(Fault, u32); 11] = [
     (Fault::KillActive, 8),
     (Fault::KillMidHandoff, 6),
     (Fault::PauseActive, 8),
@@ -46,9 +48,19 @@ const WEIGHTS: [(Fault, u32); 10] = [
     (Fault::DeleteLeaderGraceful, 8),
     (Fault::PodChurn, 16),
     (Fault::HandoffStorm, 14),
+    (Fault::NodeSilence, 4),
 ];
 
 impl Fault {
+    /// Fails on a name in `CHAOS_KINDS` that is no fault's: a misspelt kind would otherwise be
+    /// left out without a word.
+    pub fn check_kinds(kinds: &[String]) {
+        let known: Vec<&str> = WEIGHTS.iter().map(|(f, _)| f.name()).collect();
+        if let Some(unknown) = kinds.iter().find(|k| !known.contains(&k.as_str())) {
+            panic!("CHAOS_KINDS names {unknown:?}, not one of {known:?}");
+        }
+    }
+
     /// Draws a fault among those `allowed` (every kind when empty).
     pub fn choose(rng: &mut super::rng::Rng, allowed: &[String]) -> Self {
         let weights: Vec<(Fault, u32)> = WEIGHTS
@@ -83,6 +95,7 @@ impl Fault {
             Fault::DeleteLeaderGraceful => "delete-leader-graceful",
             Fault::PodChurn => "pod-churn",
             Fault::HandoffStorm => "handoff-storm",
+            Fault::NodeSilence => "node-silence",
         }
     }
 }
@@ -93,7 +106,7 @@ const MAX_MEMBERS: usize = 5;
 
 type Outcome = Result<(), String>;
 
-fn err(e: kube::Error) -> String {
+pub(super) fn err(e: kube::Error) -> String {
     e.to_string()
 }
 
@@ -111,6 +124,7 @@ impl Run {
             Fault::DeleteLeaderGraceful => self.delete_leader(None).await,
             Fault::PodChurn => self.pod_churn().await,
             Fault::HandoffStorm => self.handoff_storm().await,
+            Fault::NodeSilence => self.node_silence().await,
         }
     }
 
@@ -232,20 +246,29 @@ impl Run {
     }
 
     /// One membership change, keeping groups between three and five members; pods moved
-    /// out of every selector must lose podium's labels (checked at the end).
+    /// out of every selector must lose podium's labels (checked at the end). A member on the
+    /// harness's node is never churned: it stays its group's member there (a stray on the node
+    /// could move into a group with a schedule, where a silence proves nothing), and leader
+    /// deletions, which may take it, have its replacement created there.
     async fn pod_churn(&mut self) -> Outcome {
         let g = self.some_group();
         let members = self.world.members(g).await.map_err(err)?;
+        let on_node = self.world.members_on_node(g).await.map_err(err)?;
+        let movable: Vec<String> = members
+            .iter()
+            .filter(|m| !on_node.contains(m))
+            .cloned()
+            .collect();
         let strays = self.world.members(STRAY).await.map_err(err)?;
         match self.rng.below(4) {
-            _ if members.len() < MIN_MEMBERS => {
+            _ if members.len() < MIN_MEMBERS || movable.is_empty() => {
                 self.world.create_member(g).await.map_err(err)?;
             }
             0 if members.len() < MAX_MEMBERS => {
                 self.world.create_member(g).await.map_err(err)?;
             }
             1 => {
-                let victim = self.rng.pick(&members).clone();
+                let victim = self.rng.pick(&movable).clone();
                 self.world.delete_pod(&victim, Some(0)).await.map_err(err)?;
                 self.world.create_member(g).await.map_err(err)?;
             }
@@ -254,7 +277,7 @@ impl Run {
                 self.world.relabel(&back, g).await.map_err(err)?;
             }
             _ => {
-                let out = self.rng.pick(&members).clone();
+                let out = self.rng.pick(&movable).clone();
                 self.world.relabel(&out, STRAY).await.map_err(err)?;
                 self.world.create_member(g).await.map_err(err)?;
             }

@@ -21,6 +21,28 @@ pub const GROUP: &str = "podium.dev/group";
 /// The role label value of a leader.
 pub const LEADER: &str = "leader";
 
+/// A leadership as the checker saw it: the pod, its UID and its term.
+#[derive(Clone, Debug)]
+pub struct Held {
+    /// Pod name.
+    pub pod: String,
+    /// Pod UID.
+    pub uid: String,
+    /// The term on the pod.
+    pub term: i64,
+}
+
+/// A group's `status.lastTransition`, as far as the checker reads it.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    /// The leader status names now.
+    pub to: String,
+    /// `lastTransition.from`.
+    pub from: Option<String>,
+    /// `lastTransition.reason`.
+    pub reason: Option<String>,
+}
+
 /// One broken invariant.
 #[derive(Clone, Debug, Serialize)]
 pub struct Violation {
@@ -232,6 +254,7 @@ impl History {
         self.records.push(json!({
             "t": self.now_ms(), "kind": "group", "op": "apply", "name": name,
             "rv": g.resource_version(), "leader": status["leader"], "term": status["term"],
+            "reason": status["lastTransition"]["reason"],
             "handoff": g.annotations().get("podium.dev/handoff-to"),
         }));
         self.check_keep_group(&g);
@@ -266,6 +289,7 @@ impl History {
             "uid": p.uid(), "rv": p.resource_version(), "app": p.labels().get(APP),
             "group": p.annotations().get(GROUP), "role": role, "term": p.annotations().get(TERM),
             "ready": pod_ready(p), "deleting": p.metadata.deletion_timestamp.is_some(),
+            "node": node_of(p),
         }));
     }
 
@@ -430,6 +454,49 @@ impl History {
             .is_some_and(|tr| tr.settled || tr.settled_until.is_some_and(|u| u >= t))
     }
 
+    /// The group's leader, if status names a pod that the current state shows labelled leader
+    /// on `node`.
+    pub fn leader_on(&self, group: &str, node: &str) -> Option<Held> {
+        let status = &self.groups.get(group)?.data["status"];
+        let name = status["leader"].as_str()?;
+        let pod = self.pods.get(name)?;
+        let (g, term) = self.leadership(pod)?;
+        (g == group && node_of(pod) == Some(node)).then(|| Held {
+            pod: name.to_string(),
+            uid: pod.uid().unwrap_or_default(),
+            term: term.unwrap_or(0),
+        })
+    }
+
+    /// The leader the group's status names, and how it came to lead.
+    pub fn transition(&self, group: &str) -> Option<Transition> {
+        let status = &self.groups.get(group)?.data["status"];
+        let to = status["leader"].as_str()?;
+        let last = &status["lastTransition"];
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        Some(Transition {
+            to: to.to_string(),
+            from: text(&last["from"]),
+            reason: text(&last["reason"]),
+        })
+    }
+
+    /// `old` leads its group again after it was replaced: status names it, or it carries the
+    /// leader label with a term above the one it had.
+    pub fn leads_again(&self, group: &str, old: &Held) -> bool {
+        let named = self
+            .groups
+            .get(group)
+            .is_some_and(|g| leader_uid(&g.data["status"]) == Some(old.uid.as_str()));
+        let labelled = self.pods.get(&old.pod).is_some_and(|p| {
+            p.uid().as_deref() == Some(old.uid.as_str())
+                && self
+                    .leadership(p)
+                    .is_some_and(|(g, term)| g == group && term.is_some_and(|t| t > old.term))
+        });
+        named || labelled
+    }
+
     /// A one-line account of a group's current state, for violation details.
     pub fn describe(&self, group: &str) -> String {
         let leaders: Vec<String> = self
@@ -446,6 +513,11 @@ impl History {
             self.has_candidate(group)
         )
     }
+}
+
+/// The node the pod is bound to.
+fn node_of(p: &Pod) -> Option<&str> {
+    p.spec.as_ref().and_then(|s| s.node_name.as_deref())
 }
 
 /// `status.leaderUID`.

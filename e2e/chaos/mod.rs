@@ -4,7 +4,8 @@
 //! Three operator replicas (Lease election, 4 s Lease) manage several ElectionGroups of kwok
 //! pods on a cluster of their own (`PODIUM_CLUSTER=chaos`), while faults drawn from a
 //! printed seed hit them: kill -9 and SIGSTOP of the active replica, API server and etcd
-//! restarts, readiness flapping, leader deletion, pod churn and handoff storms. The checker
+//! restarts, readiness flapping, leader deletion, pod churn, handoff storms and the silence
+//! of a node whose kubelet the harness plays (two groups keep a member there). The checker
 //! watches pods and groups itself and checks every state it sees:
 //!
 //! 1. BreakBeforeMake groups never have two pods labelled leader.
@@ -16,6 +17,9 @@
 //! 5. At the end, pods no group selects carry none of podium's labels or annotations.
 //! 6. The harness's own label, annotation and finalizer are never changed.
 //! 7. No replica panics.
+//! 8. A leader on a silent node is replaced, reason NodeLost, between `nodeLossSeconds` and
+//!    `nodeLossSeconds` + 3 s after the node's last renewal, and does not lead again once the
+//!    node is back (`node_silence.rs` says when this is judged).
 //!
 //! Watch gaps: the checker's watches resume from the last resourceVersion they saw, so an
 //! ended or broken watch loses nothing. After an API server restart the new server's watch
@@ -29,11 +33,12 @@
 //!
 //! Environment: `CHAOS_SEED` (replay), `CHAOS_FAULTS` (default 200), `CHAOS_MINUTES`
 //! (time limit of the whole run, default 20), `CHAOS_KINDS` (comma-separated fault names
-//! to draw from, default all).
+//! to draw from, as the results name them — `kill-active,node-silence` —, default all).
 
 mod control_plane;
 mod faults;
 mod history;
+mod node_silence;
 mod replicas;
 mod report;
 mod rng;
@@ -52,6 +57,7 @@ use kube::api::Api;
 use control_plane::ControlPlane;
 use faults::Fault;
 use history::{GROUP, History, TERM};
+use node_silence::Silence;
 use replicas::Replicas;
 use report::{Results, Stats};
 use rng::Rng;
@@ -80,7 +86,7 @@ impl Settings {
             v.parse()
                 .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
         };
-        Self {
+        let settings = Self {
             seed: var("CHAOS_SEED").map_or_else(rng::fresh_seed, |v| parse("CHAOS_SEED", v)),
             faults: var("CHAOS_FAULTS").map_or(200, |v| parse("CHAOS_FAULTS", v) as usize),
             kinds: var("CHAOS_KINDS")
@@ -89,7 +95,9 @@ impl Settings {
             limit: Duration::from_secs(
                 60 * var("CHAOS_MINUTES").map_or(20, |v| parse("CHAOS_MINUTES", v)),
             ),
-        }
+        };
+        Fault::check_kinds(&settings.kinds);
+        settings
     }
 }
 
@@ -109,6 +117,7 @@ pub struct Run {
     settles: Vec<(Fault, u64)>,
     unsettled: Vec<String>,
     crashes: usize,
+    silences: Vec<Silence>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,6 +192,7 @@ impl Run {
             settles: Vec::new(),
             unsettled: Vec::new(),
             crashes: 0,
+            silences: Vec::new(),
         };
         assert!(
             run.wait_settled(Duration::from_secs(90)).await.is_some(),
@@ -406,6 +416,7 @@ impl Run {
             events: h.events,
             replica_crashes: self.crashes,
             checker_failure: h.fatal.clone(),
+            node_silences: self.silences.clone(),
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::Api;
 
 use crate::support::{Operator, free_port, kubeconfig_path};
@@ -14,6 +14,16 @@ use crate::support::{Operator, free_port, kubeconfig_path};
 pub const LEASE: &str = "chaos-controller";
 /// `--lease-duration`, in seconds.
 pub const LEASE_SECONDS: u64 = 4;
+
+/// Who holds the controller Lease, and in which process. Two equal tenures read at two instants
+/// mean one process held it throughout: a change of holder bumps `leaseTransitions`, and a
+/// replica restarted under its old name (which renews without a transition) has a new pid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenure {
+    replica: usize,
+    pid: Option<u32>,
+    transitions: i32,
+}
 
 /// One replica's slot: it keeps its name (like a StatefulSet pod) across restarts.
 struct Slot {
@@ -85,10 +95,26 @@ impl Replicas {
 
     /// The holder's index and when it last renewed the Lease.
     async fn holder(&self, leases: &Api<Lease>) -> Option<(usize, Option<jiff::Timestamp>)> {
-        let spec = leases.get(LEASE).await.ok()?.spec?;
-        let holder = spec.holder_identity?;
-        let i = self.slots.iter().position(|s| s.name == holder)?;
+        let (i, spec) = self.holder_spec(leases).await?;
         Some((i, spec.renew_time.map(|t| t.0)))
+    }
+
+    /// Which process holds the Lease now; see [`Tenure`].
+    pub async fn tenure(&self, leases: &Api<Lease>) -> Option<Tenure> {
+        let (i, spec) = self.holder_spec(leases).await?;
+        Some(Tenure {
+            replica: i,
+            pid: self.slots[i].op.as_ref().and_then(|o| o.pid()),
+            transitions: spec.lease_transitions.unwrap_or(0),
+        })
+    }
+
+    /// The holder's index and the Lease's spec.
+    async fn holder_spec(&self, leases: &Api<Lease>) -> Option<(usize, LeaseSpec)> {
+        let spec = leases.get(LEASE).await.ok()?.spec?;
+        let holder = spec.holder_identity.as_deref()?;
+        let i = self.slots.iter().position(|s| s.name == holder)?;
+        Some((i, spec))
     }
 
     /// The replica's name.

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::history::{Gap, Violation};
+use super::node_silence::Silence;
 
 /// Latency summary in milliseconds.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -72,6 +73,8 @@ pub struct Results {
     pub replica_crashes: usize,
     /// Why the checker stopped seeing the cluster, if it did (the run then fails).
     pub checker_failure: Option<String>,
+    /// What each node silence did.
+    pub node_silences: Vec<Silence>,
 }
 
 /// Where results go.
@@ -132,6 +135,7 @@ fn markdown(r: &Results) -> String {
         "\nSettle time over all faults (injection done → every group has exactly one leader and status agrees): n={} p50={} ms p99={} ms max={} ms; not settled within the cap: {:?}.\n",
         s.n, s.p50, s.p99, s.max, r.unsettled
     );
+    silences(&mut md, &r.node_silences);
     let _ = writeln!(md, "## Violations\n");
     if r.violations.is_empty() {
         let _ = writeln!(md, "None.\n");
@@ -171,4 +175,60 @@ fn markdown(r: &Results) -> String {
         r.replica_crashes
     );
     md
+}
+
+/// The node-silence section: what each silence hit and how fast its leaders were replaced.
+fn silences(md: &mut String, all: &[Silence]) {
+    if all.is_empty() {
+        return;
+    }
+    let hits: Vec<_> = all.iter().flat_map(|s| &s.hits).collect();
+    let lost: Vec<u64> = hits
+        .iter()
+        .filter(|h| h.reason.as_deref() == Some("NodeLost"))
+        .filter_map(|h| h.after_ms)
+        .collect();
+    let t = Stats::of(&lost);
+    let _ = writeln!(
+        md,
+        "## Node silence\n\n{} silences ({} aimed: a handoff to the node's member first); {} hit a leader, {} leaders in all; \
+         {} replaced with reason NodeLost, after (from the node's last renewal) p50 {} / max {} ms.\n",
+        all.len(),
+        all.iter().filter(|s| s.aimed).count(),
+        all.iter().filter(|s| !s.hits.is_empty()).count(),
+        hits.len(),
+        t.n,
+        t.p50,
+        t.max
+    );
+    let _ = writeln!(
+        md,
+        "| fault | silent (ms) | aimed | leader on the node | replaced by | reason | after (ms) | verdict |\n|---|---|---|---|---|---|---|---|"
+    );
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "–".into());
+    for s in all {
+        let silent = dash(s.silent_ms.map(|m| m.to_string()));
+        if s.hits.is_empty() {
+            let _ = writeln!(
+                md,
+                "| {} | {silent} | {} | none | | | | |",
+                s.fault, s.aimed
+            );
+        }
+        for h in &s.hits {
+            let _ = writeln!(
+                md,
+                "| {} | {silent} | {} | {}/{} | {} | {} | {} | {} |",
+                s.fault,
+                s.aimed,
+                h.group,
+                h.leader,
+                dash(h.replaced_by.clone()),
+                dash(h.reason.clone()),
+                dash(h.after_ms.map(|m| m.to_string())),
+                h.verdict
+            );
+        }
+    }
+    let _ = writeln!(md);
 }

@@ -1,5 +1,6 @@
-//! The world a chaos run acts on: the CRD, one namespace, the groups and their kwok pods,
-//! all marked with a foreign label, annotation and finalizer podium must leave alone.
+//! The world a chaos run acts on: the CRD, one namespace, the groups and their pods (on kwok's
+//! nodes, and one member of some groups on a node whose kubelet the harness plays), all marked
+//! with a foreign label, annotation and finalizer podium must leave alone.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch
 use kube::api::{GroupVersionKind, PostParams};
 use serde_json::json;
 
+use crate::fake_kubelet::FakeKubelet;
 use crate::support::{TestNs, kubectl, pod_manifest};
 
 /// The label, annotation and finalizer the harness puts on everything it creates.
@@ -17,8 +19,14 @@ pub const KEEP: &str = "chaos.example/keep";
 pub const APP: &str = "chaos.example/app";
 /// Selector value of pods that no group selects.
 pub const STRAY: &str = "stray";
+/// The annotation [`World::poke`] writes.
+const POKE: &str = "chaos.example/poke";
 /// The group (and its single pod) the injector writes to, to know the watches caught up.
 pub const BARRIER_GROUP: &str = "barrier";
+
+/// `spec.nodeLossSeconds` of the groups with a member on the harness's node: the least podium
+/// accepts, so that a silence of 12 s already costs a leader there its place.
+pub const NODE_LOSS_SECONDS: u64 = 11;
 
 /// One ElectionGroup of the run, as the harness (and the checker) knows it.
 #[derive(Clone, Debug)]
@@ -33,31 +41,52 @@ pub struct GroupDef {
     pub role_label: &'static str,
     /// Members at the start.
     pub pods: usize,
+    /// Keeps one member on the harness's node (the oldest at the start, so it leads first),
+    /// with [`NODE_LOSS_SECONDS`].
+    pub node_member: bool,
 }
 
 /// The groups of a run: both handoff modes, with and without schedules, one with its own
-/// role label, and the barrier group.
+/// role label, and the barrier group. A member on the harness's node goes to the groups of
+/// both modes without a schedule: there nothing but faults moves leadership, so what follows
+/// a node silence can be judged (a schedule could hand leadership away or back meanwhile).
 pub fn groups() -> Vec<GroupDef> {
-    let def = |name, bbm, schedule, role_label, pods| GroupDef {
+    let def = |name, bbm, schedule, role_label, pods, node_member| GroupDef {
         name,
         break_before_make: bbm,
         schedule,
         role_label,
         pods,
+        node_member,
     };
     vec![
-        def("bbm", true, None, "podium.dev/role", 4),
-        def("bbm-every2s", true, Some("@every 2s"), "podium.dev/role", 4),
-        def("bbm-every5s", true, Some("@every 5s"), "podium.dev/role", 3),
-        def("mbb", false, None, "chaos.example/role", 3),
+        def("bbm", true, None, "podium.dev/role", 4, true),
+        def(
+            "bbm-every2s",
+            true,
+            Some("@every 2s"),
+            "podium.dev/role",
+            4,
+            false,
+        ),
+        def(
+            "bbm-every5s",
+            true,
+            Some("@every 5s"),
+            "podium.dev/role",
+            3,
+            false,
+        ),
+        def("mbb", false, None, "chaos.example/role", 3, true),
         def(
             "mbb-every3s",
             false,
             Some("@every 3s"),
             "podium.dev/role",
             5,
+            false,
         ),
-        def(BARRIER_GROUP, true, None, "podium.dev/role", 1),
+        def(BARRIER_GROUP, true, None, "podium.dev/role", 1, false),
     ]
 }
 
@@ -77,11 +106,13 @@ pub struct World {
     pub ns: TestNs,
     /// The groups.
     pub defs: Vec<GroupDef>,
+    /// The node whose kubelet the harness plays (deleted on drop).
+    pub node: FakeKubelet,
     seq: AtomicU32,
 }
 
 impl World {
-    /// Installs the CRD and creates the namespace.
+    /// Installs the CRD, creates the namespace and the harness's node.
     pub async fn new(defs: Vec<GroupDef>) -> Self {
         let crd = format!("{}/crds/electiongroup.yaml", env!("CARGO_MANIFEST_DIR"));
         kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &crd]);
@@ -92,9 +123,13 @@ impl World {
             "--timeout=60s",
         ]);
         let ns = TestNs::new("chaos").await;
+        let node = FakeKubelet::start(&format!("{}-node", ns.name))
+            .await
+            .expect("create the harness's node");
         Self {
             ns,
             defs,
+            node,
             seq: AtomicU32::new(0),
         }
     }
@@ -125,6 +160,14 @@ impl World {
         if let Some(s) = def.schedule {
             handoff["schedule"] = json!(s);
         }
+        let mut spec = json!({
+            "selector": {"matchLabels": {APP: def.name}},
+            "roleLabel": def.role_label,
+            "handoff": handoff,
+        });
+        if def.node_member {
+            spec["nodeLossSeconds"] = json!(NODE_LOSS_SECONDS);
+        }
         let obj: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "podium.dev/v1alpha1",
             "kind": "ElectionGroup",
@@ -134,31 +177,54 @@ impl World {
                 "annotations": {KEEP: "1"},
                 "finalizers": [KEEP],
             },
-            "spec": {
-                "selector": {"matchLabels": {APP: def.name}},
-                "roleLabel": def.role_label,
-                "handoff": handoff,
-            },
+            "spec": spec,
         }))
         .expect("group manifest");
         self.groups().create(&PostParams::default(), &obj).await?;
         Ok(())
     }
 
-    /// Creates a pod that `selector_value` selects (a group name, or [`STRAY`]).
+    /// Creates a pod that `selector_value` selects (a group name, or [`STRAY`]): on the
+    /// harness's node when the group keeps a member there and has none (its member there was
+    /// deleted), else on kwok's.
     pub async fn create_member(&self, selector_value: &str) -> Result<String, kube::Error> {
         let name = format!(
             "{selector_value}-{}",
             self.seq.fetch_add(1, Ordering::Relaxed)
         );
         let pod = pod_manifest(&name, &[(APP, selector_value), (KEEP, "1")], &[(KEEP, "1")]);
-        self.pods().create(&PostParams::default(), &pod).await?;
+        if self.lacks_node_member(selector_value).await? {
+            self.node.create_pod(&self.pods(), pod).await?;
+        } else {
+            self.pods().create(&PostParams::default(), &pod).await?;
+        }
         Ok(name)
+    }
+
+    async fn lacks_node_member(&self, selector_value: &str) -> Result<bool, kube::Error> {
+        let keeps = self
+            .defs
+            .iter()
+            .any(|d| d.name == selector_value && d.node_member);
+        Ok(keeps && self.members_on_node(selector_value).await?.is_empty())
     }
 
     /// Names of the pods whose selector label is `selector_value`.
     pub async fn members(&self, selector_value: &str) -> Result<Vec<String>, kube::Error> {
-        let lp = ListParams::default().labels(&format!("{APP}={selector_value}"));
+        self.live_names(ListParams::default().labels(&format!("{APP}={selector_value}")))
+            .await
+    }
+
+    /// Names of those pods that are on the harness's node.
+    pub async fn members_on_node(&self, selector_value: &str) -> Result<Vec<String>, kube::Error> {
+        let lp = ListParams::default()
+            .labels(&format!("{APP}={selector_value}"))
+            .fields(&format!("spec.nodeName={}", self.node.name()));
+        self.live_names(lp).await
+    }
+
+    /// Names of the listed pods that are not terminating.
+    async fn live_names(&self, lp: ListParams) -> Result<Vec<String>, kube::Error> {
         let pods = self.pods().list(&lp).await?;
         Ok(pods
             .items
@@ -203,6 +269,16 @@ impl World {
         let patch = json!({"metadata": {"labels": {APP: selector_value}}});
         self.pods()
             .patch(pod, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        Ok(())
+    }
+
+    /// Touches the group (an annotation of the harness's), so that podium reconciles it now.
+    pub async fn poke(&self, group: &str) -> Result<(), kube::Error> {
+        let at = jiff::Timestamp::now().to_string();
+        let patch = json!({"metadata": {"annotations": {POKE: at}}});
+        self.groups()
+            .patch(group, &PatchParams::default(), &Patch::Merge(patch))
             .await?;
         Ok(())
     }
