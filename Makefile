@@ -12,7 +12,7 @@ NODE_SOCK    := $(CLUSTER_DIR)/node/containerd.sock
 .PHONY: help test unit model e2e e2e-node chaos chaos-short lint fmt crds cluster-up cluster-down run demo demo-down bench build go-client image load-images deploy undeploy helm manifests check-manifests
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## Build the podium binary
 	cargo build --bins
@@ -82,7 +82,7 @@ run: build cluster-up ## Run the operator against the local cluster (installs th
 demo: build cluster-up ## Local cluster, CRD, operator in the background, and the sample app
 	e2e/demo.sh
 
-image: ## Build podium:$(IMAGE_TAG) and podium-sample:dev without a container engine (buildah); load them into real-node-0 if it is up
+image: ## Build podium:dev (tag: IMAGE_TAG) and podium-sample:dev without a container engine (buildah); load them into real-node-0 if it is up
 	cargo build --release --locked --target $(MUSL) --bin podium
 	cd clients/go && CGO_ENABLED=0 go build -trimpath -o ../../target/go/podium-sample ./cmd/podium-sample
 	e2e/node/image.sh podium:$(IMAGE_TAG) target/$(MUSL)/release/podium target/image/podium.tar --port 8080 \
@@ -106,7 +106,7 @@ undeploy: ## Remove what make deploy installed; refuses while ElectionGroups exi
 	  echo "$$left" >&2; exit 1; fi
 	$(KUBECTL) delete -k config/local --ignore-not-found --timeout=60s
 
-cluster-up: ## Build (or reuse) and start the local control plane
+cluster-up: ## Build (or reuse) and start the local control plane and real-node-0 (PODIUM_REAL_NODE=0: without it)
 	e2e/cluster/up.sh
 
 cluster-down: ## Stop the local control plane and remove its state
