@@ -85,21 +85,45 @@ async fn operator_pods(client: &Client) -> Vec<Pod> {
     .await
 }
 
+/// Polls `check` until it holds; panics with `what` after `timeout`. For states no watch
+/// reports in one object (a namespace or CRD being removed, a list emptying).
+async fn eventually(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Deletes a group and waits until the operator has removed it (its finalizer clears
+/// podium's labels and annotations first).
+async fn delete_group(groups: &Api<ElectionGroup>, name: &str) {
+    groups.delete(name, &DeleteParams::default()).await.unwrap();
+    eventually(
+        &format!("group {name} removed"),
+        Duration::from_secs(30),
+        async || groups.get_opt(name).await.unwrap().is_none(),
+    )
+    .await;
+}
+
 /// Installs podium with `make deploy` (idempotent) and waits for its two replicas.
 async fn deploy() -> Vec<Pod> {
     let client = client().await;
     // An earlier uninstall may still be removing the namespace.
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while namespaces
-        .get_opt(SYSTEM)
-        .await
-        .unwrap()
-        .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
-    {
-        assert!(Instant::now() < deadline, "{SYSTEM} is still terminating");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        &format!("{SYSTEM} not terminating"),
+        Duration::from_secs(60),
+        async || {
+            namespaces
+                .get_opt(SYSTEM)
+                .await
+                .unwrap()
+                .is_none_or(|n| n.metadata.deletion_timestamp.is_none())
+        },
+    )
+    .await;
     make(&["deploy"]);
     operator_pods(&client).await
 }
@@ -239,21 +263,9 @@ impl Sample {
         format!("{}:8080", pod_ip(&pod).expect("a pod IP"))
     }
 
-    /// Deletes the group and waits until the operator has removed it (its finalizer clears
-    /// podium's labels and annotations first).
+    /// Deletes the group and waits until the operator has removed it.
     async fn delete_group(&self) {
-        self.groups()
-            .delete("api", &DeleteParams::default())
-            .await
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.groups().get_opt("api").await.unwrap().is_some() {
-            assert!(
-                Instant::now() < deadline,
-                "the group was not removed within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        delete_group(&self.groups(), "api").await;
     }
 }
 
@@ -680,33 +692,28 @@ async fn g_uninstall_after_deleting_the_groups_leaves_nothing_behind() {
     let client = client().await;
     // Groups of earlier tests may still be finishing (their namespaces go in the background).
     let all: Api<ElectionGroup> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !all
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "groups are left in other namespaces"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "no group left in any namespace",
+        Duration::from_secs(30),
+        async || {
+            all.list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        },
+    )
+    .await;
     make(&["undeploy"]);
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while crds
-        .get_opt("electiongroups.podium.dev")
-        .await
-        .unwrap()
-        .is_some()
-    {
-        assert!(Instant::now() < deadline, "the CRD was not removed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually("the CRD removed", Duration::from_secs(60), async || {
+        crds.get_opt("electiongroups.podium.dev")
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
     let left: Vec<String> = list(&sample.ns.api::<Pod>(), "app=api")
         .await
         .iter()
@@ -769,16 +776,17 @@ impl Drop for HelmRelease {
 #[tokio::test]
 #[ignore = "real node: make e2e-node"]
 async fn h_the_helm_chart_installs_a_namespace_scoped_operator() {
-    install_crd_for_helm().await;
+    wait_crd_not_deleting().await;
     // No kustomize install beside the release (make undeploy refuses while groups exist).
     make(&["undeploy"]);
     let client = client().await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while namespaces.get_opt(SYSTEM).await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "{SYSTEM} is still terminating");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        &format!("{SYSTEM} removed"),
+        Duration::from_secs(60),
+        async || namespaces.get_opt(SYSTEM).await.unwrap().is_none(),
+    )
+    .await;
     let watched = TestNs::new("rn-helm").await;
     let other = TestNs::new("rn-helm-other").await;
     kubectl(&["create", "namespace", SYSTEM]);
@@ -858,23 +866,23 @@ async fn h_the_helm_chart_installs_a_namespace_scoped_operator() {
     kubectl(&["-n", &other.name, "delete", "electiongroup", "api"]);
 }
 
-/// helm installs the chart's CRD only when it is missing; the kustomize uninstall before this
-/// test removed it.
-async fn install_crd_for_helm() {
-    let client = client().await;
+/// Waits until no CRD deletion is in progress: helm installs the chart's CRD only when it is
+/// missing, so a CRD still being deleted (the kustomize uninstall before this test) would
+/// make helm skip it, then vanish.
+async fn wait_crd_not_deleting() {
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client);
-    // A CRD still being deleted would make helm skip it, then vanish.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while crds
-        .get_opt("electiongroups.podium.dev")
-        .await
-        .unwrap()
-        .is_some_and(|c| c.metadata.deletion_timestamp.is_some())
-    {
-        assert!(Instant::now() < deadline, "the CRD is still being deleted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Api::all(client().await);
+    eventually(
+        "no CRD deletion in progress",
+        Duration::from_secs(60),
+        async || {
+            crds.get_opt("electiongroups.podium.dev")
+                .await
+                .unwrap()
+                .is_none_or(|c| c.metadata.deletion_timestamp.is_none())
+        },
+    )
+    .await;
 }
 
 /// SIGCONTs the real node's kubelet when dropped, pass or fail.
@@ -931,6 +939,9 @@ async fn i_a_leader_on_a_frozen_kubelet_is_replaced_after_node_loss_seconds() {
     let term = status(&g).term;
     let watch = LeaderWatch::start(&ns, "app=mixed").await;
 
+    let node_leases: Api<Lease> = Api::namespaced(client().await, "kube-node-lease");
+    let renew_time = |l: &Lease| l.spec.as_ref().and_then(|s| s.renew_time.clone());
+    let renewed_before = renew_time(&node_leases.get(NODE).await.unwrap());
     let frozen = FrozenKubelet::freeze();
     let stopped = Instant::now();
     let g = wait_for_object(&groups, "mixed", Duration::from_secs(30), |g| {
@@ -957,21 +968,17 @@ async fn i_a_leader_on_a_frozen_kubelet_is_replaced_after_node_loss_seconds() {
     let new = st.leader.unwrap();
 
     drop(frozen);
-    // The kubelet renews its Lease again within its 10 s interval; give it that and more, then
-    // check that m0 took nothing back.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // The kubelet renews its Lease again within its 10 s interval: once it has, and podium
+    // has had a moment to see it, m0 must have taken nothing back.
+    wait_for_object(&node_leases, NODE, Duration::from_secs(30), |l: &Lease| {
+        renew_time(l).map(|t| t.0) > renewed_before.as_ref().map(|t| t.0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let g = groups.get("mixed").await.unwrap();
     assert_eq!(status(&g).leader.as_deref(), Some(new.as_str()));
     let m0 = pods.get("m0").await.unwrap();
     assert_eq!(m0.labels().get(ROLE).map(String::as_str), Some("follower"));
     assert!(watch.max_leaders() <= 1, "two pods labelled leader at once");
-    groups
-        .delete("mixed", &DeleteParams::default())
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while groups.get_opt("mixed").await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "the group was not removed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    delete_group(&groups, "mixed").await;
 }
