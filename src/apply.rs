@@ -13,6 +13,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::cache::CachedPod;
 use crate::crd::{ElectionGroup, FINALIZER, GROUP_ANNOTATION, HANDOFF_ANNOTATION, TERM_ANNOTATION};
 use crate::election::{PodChange, PodWrite};
 use crate::reconcile::{Context, Error, MANAGER};
@@ -258,7 +259,7 @@ pub async fn pod(
     ns: &str,
     w: &PodWrite,
     keys: &PodKeys<'_>,
-    cached: Option<Arc<Pod>>,
+    cached: Option<Arc<CachedPod>>,
     ctx: &Context,
 ) -> Result<Outcome, kube::Error> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
@@ -278,7 +279,7 @@ pub async fn pod(
             // Read the pod afresh (or learn it is gone) so the next decision sees the truth.
             match api.get_opt(&w.pod).await? {
                 Some(fresh) if fresh.uid().as_deref() == Some(w.uid.as_str()) => {
-                    ctx.overlay.pod_read(slim(fresh))
+                    ctx.overlay.pod_read(CachedPod::from_pod(fresh))
                 }
                 // A same-named replacement is a different pod: the cache will bring it.
                 Some(_) | None => ctx.overlay.pod_deleted(&w.uid),
@@ -290,30 +291,6 @@ pub async fn pod(
             Ok(Outcome::Gone)
         }
         Err(e) => Err(e),
-    }
-}
-
-/// Keeps only what the election reads, so that the cache of every pod stays small.
-pub fn slim(mut pod: Pod) -> Pod {
-    slim_in_place(&mut pod);
-    pod
-}
-
-/// `slim`, for the watch stream's `modify`.
-pub fn slim_in_place(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    // Of the spec, only the node: a leader on a lost node is unfit.
-    pod.spec = pod
-        .spec
-        .take()
-        .map(|spec| k8s_openapi::api::core::v1::PodSpec {
-            node_name: spec.node_name,
-            ..Default::default()
-        });
-    if let Some(status) = pod.status.as_mut() {
-        status.container_statuses = None;
-        status.init_container_statuses = None;
-        status.ephemeral_container_statuses = None;
     }
 }
 

@@ -1,6 +1,8 @@
 //! podium: a Kubernetes operator that gives a set of pods exactly one leader.
 
 pub mod apply;
+pub mod cache;
+pub mod claims;
 pub mod client;
 pub mod crd;
 pub mod election;
@@ -12,6 +14,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod overlay;
 pub mod reconcile;
+pub mod routing;
 pub mod schedule;
 pub mod server;
 pub mod signals;

@@ -2,12 +2,13 @@
 //! reduction of a Pod to the few facts the election needs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::core::{Selector, SelectorExt};
+use kube::core::{Expression, Selector, SelectorExt};
 
+use crate::cache::{Anchor, CachedPod};
 use crate::crd::{ElectionGroup, GROUP_ANNOTATION, PRIORITY_ANNOTATION, TERM_ANNOTATION};
 use crate::election::Member;
 
@@ -16,10 +17,16 @@ use crate::election::Member;
 pub struct Claim {
     /// Group name.
     pub name: String,
+    /// Group namespace.
+    pub namespace: String,
     /// Creation time; the older group keeps contested pods.
     pub created: Option<Timestamp>,
     /// Parsed selector; `None` for a group whose selector is invalid or empty.
     pub selector: Option<Selector>,
+    /// The label every pod it selects must carry, for indexed look-ups.
+    pub anchor: Anchor,
+    /// UID and generation it was parsed from: a new generation is parsed again, a status write is not.
+    pub parsed_from: (Option<String>, Option<i64>),
 }
 
 impl Claim {
@@ -30,8 +37,11 @@ impl Claim {
             .filter(|s| !s.selects_all());
         Self {
             name: group.name_any(),
+            namespace: group.namespace().unwrap_or_default(),
             created: group.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            anchor: selector.as_ref().map_or(Anchor::Scan, anchor),
             selector,
+            parsed_from: (group.uid(), group.metadata.generation),
         }
     }
 
@@ -44,6 +54,22 @@ impl Claim {
     pub fn outranks(&self, other: &Claim) -> bool {
         (self.created, &self.name) < (other.created, &other.name)
     }
+}
+
+/// The label a selector requires most narrowly: an equality first, else a set of values.
+pub fn anchor(selector: &Selector) -> Anchor {
+    let exprs: Vec<Expression> = selector.clone().into_iter().collect();
+    let equal = exprs.iter().find_map(|e| match e {
+        Expression::Equal(k, v) => Some(Anchor::Equal(k.clone(), v.clone())),
+        _ => None,
+    });
+    let within = || {
+        exprs.iter().find_map(|e| match e {
+            Expression::In(k, vs) => Some(Anchor::In(k.clone(), vs.iter().cloned().collect())),
+            _ => None,
+        })
+    };
+    equal.or_else(within).unwrap_or(Anchor::Scan)
 }
 
 /// Members, departed pods and the names of older groups that hold some of the selected pods.
@@ -81,13 +107,13 @@ pub fn membership<'p>(
     me: &Claim,
     selector: &Selector,
     role_label: RoleKeys<'_>,
-    others: &[Claim],
-    pods: impl IntoIterator<Item = &'p Pod>,
+    others: &[Arc<Claim>],
+    pods: impl IntoIterator<Item = &'p CachedPod>,
 ) -> Membership {
     let mut out = Membership::default();
     for pod in pods {
-        let labels = pod.labels();
-        let ours = pod.annotations().get(GROUP_ANNOTATION) == Some(&me.name);
+        let labels = &pod.labels;
+        let ours = pod.annotations.get(GROUP_ANNOTATION) == Some(&me.name);
         let selected = selector.matches(labels);
         let holder = selected
             .then(|| {
@@ -113,31 +139,22 @@ pub fn membership<'p>(
 }
 
 /// Reduces a pod to what the election needs; `ours` says it carries this group's annotation.
-pub fn member(pod: &Pod, keys: RoleKeys<'_>, ours: bool) -> Member {
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
-    let annotations = pod.annotations();
-    let labels = pod.labels();
+pub fn member(pod: &CachedPod, keys: RoleKeys<'_>, ours: bool) -> Member {
+    let annotations = &pod.annotations;
+    let labels = &pod.labels;
     // Only podium's own pods can carry the previous key as podium's write.
     let previous = keys
         .previous
         .filter(|p| ours && *p != keys.current)
         .and_then(|p| labels.get(p));
     Member {
-        name: pod.name_any(),
-        uid: pod.uid().unwrap_or_default(),
-        resource_version: pod.resource_version(),
-        created: pod
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
-        ready: ready.is_some_and(|c| c.status == "True"),
-        ready_changed: ready.and_then(|c| c.last_transition_time.as_ref().map(|t| t.0)),
-        terminating: pod.metadata.deletion_timestamp.is_some(),
+        name: pod.name.clone(),
+        uid: pod.uid.clone(),
+        resource_version: pod.resource_version.clone(),
+        created: pod.created.unwrap_or(Timestamp::UNIX_EPOCH),
+        ready: pod.is_ready(),
+        ready_changed: pod.ready.and_then(|(_, at)| at),
+        terminating: pod.terminating,
         priority: annotations
             .get(PRIORITY_ANNOTATION)
             .and_then(|v| v.trim().parse().ok())
@@ -148,7 +165,7 @@ pub fn member(pod: &Pod, keys: RoleKeys<'_>, ours: bool) -> Member {
             .get(TERM_ANNOTATION)
             .and_then(|v| v.trim().parse().ok()),
         group: annotations.get(GROUP_ANNOTATION).cloned(),
-        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        node: pod.node.clone(),
         node_silence: None,
     }
 }
@@ -158,21 +175,58 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(name: &str, labels: serde_json::Value, annotations: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({
+    fn pod(name: &str, labels: serde_json::Value, annotations: serde_json::Value) -> CachedPod {
+        CachedPod::from_pod(serde_json::from_value(json!({
             "metadata": {"name": name, "uid": format!("u-{name}"), "labels": labels, "annotations": annotations,
                          "creationTimestamp": "2026-11-22T10:00:00Z"},
             "status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-22T10:00:05Z"}]}
         }))
-        .unwrap()
+        .unwrap())
     }
 
-    fn claim(name: &str, created: &str, app: &str) -> Claim {
-        Claim {
+    fn claim(name: &str, created: &str, app: &str) -> Arc<Claim> {
+        let selector: Selector = [("app".to_string(), app.to_string())].into_iter().collect();
+        Arc::new(Claim {
             name: name.into(),
+            namespace: "ns".into(),
             created: Some(created.parse().unwrap()),
-            selector: Some([("app".to_string(), app.to_string())].into_iter().collect()),
-        }
+            anchor: anchor(&selector),
+            selector: Some(selector),
+            parsed_from: (None, None),
+        })
+    }
+
+    #[test]
+    fn anchors_on_an_equality_else_a_set() {
+        let sel = |v: serde_json::Value| {
+            Selector::try_from(
+                serde_json::from_value::<
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+                >(v)
+                .unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            anchor(&sel(
+                json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}],
+                               "matchLabels": {"app": "x"}})
+            )),
+            Anchor::Equal("app".into(), "x".into())
+        );
+        assert_eq!(
+            anchor(&sel(
+                json!({"matchExpressions": [{"key": "tier", "operator": "Exists"},
+                                                    {"key": "app", "operator": "In", "values": ["a"]}]})
+            )),
+            Anchor::In("app".into(), vec!["a".into()])
+        );
+        assert_eq!(
+            anchor(&sel(
+                json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]})
+            )),
+            Anchor::Scan
+        );
     }
 
     #[test]

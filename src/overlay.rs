@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
+use crate::cache::CachedPod;
 use crate::crd::ElectionGroup;
 
 type Key = (String, String);
@@ -29,7 +29,7 @@ struct Echo<T> {
 /// Recent writes and fresh reads of pods and groups, keyed by namespace and name.
 #[derive(Default)]
 pub struct Overlay {
-    pods: Mutex<HashMap<Key, Echo<Arc<Pod>>>>,
+    pods: Mutex<HashMap<Key, Echo<Arc<CachedPod>>>>,
     groups: Mutex<HashMap<Key, Echo<ElectionGroup>>>,
     /// Pods (by UID) the API server says are gone while the cache may still show them.
     gone: Mutex<HashMap<String, Instant>>,
@@ -40,6 +40,10 @@ const KEEP: Duration = Duration::from_secs(120);
 
 fn key<K: ResourceExt>(o: &K) -> Key {
     (o.namespace().unwrap_or_default(), o.name_any())
+}
+
+fn pod_key(p: &CachedPod) -> Key {
+    (p.namespace.clone(), p.name.clone())
 }
 
 /// The revision a resourceVersion names, if it is one.
@@ -89,25 +93,23 @@ fn recall<T: Clone>(
 
 impl Overlay {
     /// Records a pod metadata write made against `cached`: the pod as it now is.
-    pub fn pod_written(&self, cached: &Pod, meta: ObjectMeta) {
-        let mut p = cached.clone();
-        p.metadata = meta;
-        self.pod_read(p);
+    pub fn pod_written(&self, cached: &CachedPod, meta: ObjectMeta) {
+        self.pod_read(cached.with_metadata(meta));
     }
 
     /// Records a pod read straight from the API server.
-    pub fn pod_read(&self, pod: Pod) {
-        let k = key(&pod);
-        let rv = pod.metadata.resource_version.clone();
+    pub fn pod_read(&self, pod: CachedPod) {
+        let k = pod_key(&pod);
+        let rv = pod.resource_version.clone();
         remember(&self.pods, k, Arc::new(pod), rv.as_ref());
     }
 
     /// The newest copy of a pod: the cached one, or podium's newer write or read.
-    pub fn pod(&self, cached: &Arc<Pod>) -> Arc<Pod> {
+    pub fn pod(&self, cached: &Arc<CachedPod>) -> Arc<CachedPod> {
         recall(
             &self.pods,
-            &key(cached.as_ref()),
-            cached.metadata.resource_version.as_ref(),
+            &pod_key(cached),
+            cached.resource_version.as_ref(),
         )
         .unwrap_or_else(|| cached.clone())
     }
@@ -122,12 +124,8 @@ impl Overlay {
     }
 
     /// The cached pod is known to be gone.
-    pub fn pod_gone(&self, cached: &Pod) -> bool {
-        cached
-            .metadata
-            .uid
-            .as_ref()
-            .is_some_and(|uid| self.uid_gone(uid))
+    pub fn pod_gone(&self, cached: &CachedPod) -> bool {
+        !cached.uid.is_empty() && self.uid_gone(&cached.uid)
     }
 
     /// The pod with this UID is known to be gone.
@@ -159,27 +157,33 @@ impl Overlay {
 mod tests {
     use super::*;
 
-    fn pod(rv: &str, role: &str) -> Arc<Pod> {
-        Arc::new(
+    fn pod(rv: &str, role: &str) -> Arc<CachedPod> {
+        Arc::new(CachedPod::from_pod(
             serde_json::from_value(serde_json::json!({"metadata": {
                 "name": "p", "namespace": "ns", "resourceVersion": rv, "labels": {"podium.dev/role": role}}}))
             .unwrap(),
-        )
+        ))
+    }
+
+    fn meta(rv: &str, role: &str) -> ObjectMeta {
+        serde_json::from_value(serde_json::json!({
+            "name": "p", "namespace": "ns", "resourceVersion": rv, "labels": {"podium.dev/role": role}}))
+        .unwrap()
     }
 
     #[test]
     fn stale_cache_shows_the_write_until_it_catches_up() {
         let o = Overlay::default();
         let cached = pod("1", "follower");
-        o.pod_written(&cached, pod("2", "leader").metadata.clone());
-        assert_eq!(o.pod(&cached).labels()["podium.dev/role"], "leader");
+        o.pod_written(&cached, meta("2", "leader"));
+        assert_eq!(o.pod(&cached).labels["podium.dev/role"], "leader");
         // Caught up: the cache is believed, and the entry is gone.
         assert_eq!(
-            o.pod(&pod("2", "leader")).labels()["podium.dev/role"],
+            o.pod(&pod("2", "leader")).labels["podium.dev/role"],
             "leader"
         );
         assert_eq!(
-            o.pod(&pod("1", "follower")).labels()["podium.dev/role"],
+            o.pod(&pod("1", "follower")).labels["podium.dev/role"],
             "follower"
         );
     }
@@ -187,21 +191,18 @@ mod tests {
     #[test]
     fn a_later_version_in_the_cache_wins() {
         let o = Overlay::default();
-        o.pod_written(&pod("1", "follower"), pod("2", "leader").metadata.clone());
-        assert_eq!(
-            o.pod(&pod("3", "other")).labels()["podium.dev/role"],
-            "other"
-        );
+        o.pod_written(&pod("1", "follower"), meta("2", "leader"));
+        assert_eq!(o.pod(&pod("3", "other")).labels["podium.dev/role"], "other");
     }
 
     #[test]
     fn an_older_version_never_replaces_a_newer_write() {
         let o = Overlay::default();
-        o.pod_written(&pod("4", "follower"), pod("9", "leader").metadata.clone());
-        o.pod_written(&pod("4", "follower"), pod("7", "follower").metadata.clone());
+        o.pod_written(&pod("4", "follower"), meta("9", "leader"));
+        o.pod_written(&pod("4", "follower"), meta("7", "follower"));
         // A cache at a version between the two writes is older than the newest one.
         assert_eq!(
-            o.pod(&pod("8", "other")).labels()["podium.dev/role"],
+            o.pod(&pod("8", "other")).labels["podium.dev/role"],
             "leader"
         );
     }
@@ -209,9 +210,9 @@ mod tests {
     #[test]
     fn versions_that_are_not_numbers_never_override_the_cache() {
         let o = Overlay::default();
-        o.pod_written(&pod("1", "follower"), pod("x", "leader").metadata.clone());
+        o.pod_written(&pod("1", "follower"), meta("x", "leader"));
         assert_eq!(
-            o.pod(&pod("1", "follower")).labels()["podium.dev/role"],
+            o.pod(&pod("1", "follower")).labels["podium.dev/role"],
             "follower"
         );
     }

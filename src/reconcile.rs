@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
@@ -12,7 +12,10 @@ use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Reporter};
 
+use crate::cache::{CachedPod, PodCache};
+use crate::claims::Claims;
 use crate::events::Publisher;
+use crate::routing::{GroupLocks, route};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -26,7 +29,7 @@ use crate::crd::{
 };
 use crate::election::{self, Note, Observation, Plan, PodChange, Subject};
 use crate::leadership::Fence;
-use crate::membership::{Claim, RoleKeys, membership};
+use crate::membership::{Claim, RoleKeys, anchor, membership};
 use crate::metrics::Metrics;
 use crate::nodes::NodeLeases;
 use crate::overlay::Overlay;
@@ -131,10 +134,14 @@ impl Error {
 pub struct Context {
     /// API client.
     pub client: Client,
-    /// Every pod in scope, stripped to metadata and status.
-    pub pods: Store<Pod>,
+    /// Every pod in scope, reduced to what the election reads and indexed.
+    pub pods: Arc<PodCache>,
     /// Every ElectionGroup in scope.
     pub groups: Store<Guarded>,
+    /// Every group's parsed selector, indexed.
+    pub claims: Arc<Claims>,
+    /// One reconcile per group at a time, across the routine and the urgent queue.
+    locks: GroupLocks,
     /// Whether the pod and group caches have been filled once.
     synced: (watch::Receiver<bool>, watch::Receiver<bool>),
     /// Publishes Events.
@@ -253,22 +260,58 @@ pub async fn run(
     let (pods_synced_tx, pods_synced) = watch::channel(false);
     let (groups_synced_tx, groups_synced) = watch::channel(false);
 
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = watcher(pods_api, watcher::Config::default().any_semantic())
+    let pods = Arc::new(PodCache::default());
+    let claims = Arc::new(Claims::default());
+    let (urgent_tx, urgent_rx) = futures::channel::mpsc::unbounded();
+    let (cache, index) = (pods.clone(), claims.clone());
+    // The pod watch feeds the cache and routes each change; the mapping looks up indexes only,
+    // so the watch keeps up however many groups a namespace holds.
+    let pod_triggers = watcher(pods_api, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(apply::slim_in_place)
-        .reflect(pod_writer)
-        .inspect(move |ev| mark_synced(ev, &pods_synced_tx))
-        .touched_objects();
+        .flat_map(move |ev| {
+            let listed = matches!(ev, Ok(watcher::Event::InitDone));
+            let changes = match ev {
+                Ok(ev) => cache.apply(ev),
+                Err(e) => {
+                    warn!(error = %e, "pod watch failed; retrying");
+                    vec![]
+                }
+            };
+            let mut routine = vec![];
+            for change in &changes {
+                let routed = route(change, &index);
+                for group in routed.urgent {
+                    // The receiver lives as long as the controller; a closed one means shutdown.
+                    let _ = urgent_tx.unbounded_send(group);
+                }
+                routine.extend(routed.routine);
+            }
+            // Only once the cache holds the whole list may a reconcile trust it.
+            if listed {
+                pods_synced_tx.send_replace(true);
+            }
+            futures::stream::iter(routine)
+        });
     let (groups, group_writer) = reflector::store();
+    let index = claims.clone();
     let group_events = watcher(groups_api, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(|g: &mut Guarded| g.meta_mut().managed_fields = None)
+        .inspect(move |ev| {
+            if let Ok(ev) = ev {
+                index.apply(ev);
+            }
+        })
         .reflect(group_writer)
         .inspect(move |ev| mark_synced(ev, &groups_synced_tx))
         .touched_objects();
 
-    let controller = Controller::for_stream(group_events, groups.clone())
-        .with_config(kube::runtime::controller::Config::default().concurrency(opts.concurrency));
+    let config = kube::runtime::controller::Config::default().concurrency(opts.concurrency);
+    let routine = Controller::for_stream(group_events, groups.clone()).with_config(config.clone());
+    // The urgent queue has no stream of its own: it runs only what failovers put in it, with
+    // slots of its own, so a failover never waits behind routine work.
+    let urgent =
+        Controller::for_stream(futures::stream::pending(), groups.clone()).with_config(config);
     let (nodes, node_wakes) = NodeLeases::new(client.clone());
     let reporter = Reporter {
         controller: "podium".into(),
@@ -276,8 +319,10 @@ pub async fn run(
     };
     let ctx = Arc::new(Context {
         client: client.clone(),
-        pods: pods.clone(),
+        pods,
         groups: groups.clone(),
+        claims,
+        locks: GroupLocks::default(),
         synced: (pods_synced.clone(), groups_synced.clone()),
         recorder: Publisher::new(client, reporter),
         metrics,
@@ -306,20 +351,32 @@ pub async fn run(
         }
     });
 
-    let mapper_groups = groups.clone();
-    controller
-        .watches_stream(pod_events, move |pod| groups_for_pod(&mapper_groups, &pod))
+    let shutdown = shutdown.shared();
+    let routine = routine
+        .reconcile_on(pod_triggers)
         .reconcile_all_on(became_active)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|res| log_result(res, "routine"));
+    // A lost node under a leader is a failover too.
+    let urgent = urgent
+        .reconcile_on(urgent_rx)
         .reconcile_on(node_wakes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => debug!(group = %obj, "reconciled"),
-                Err(e) => debug!(error = %e, "reconcile failed"),
-            }
-        })
-        .await;
+        .for_each(|res| log_result(res, "urgent"));
+    futures::join!(routine, urgent);
+}
+
+/// Logs how one reconcile ended (failures are logged by the error policy).
+async fn log_result<E: std::fmt::Display>(
+    res: Result<(ObjectRef<Guarded>, Action), E>,
+    queue: &'static str,
+) {
+    match res {
+        Ok((obj, _)) => debug!(group = %obj, queue, "reconciled"),
+        Err(e) => debug!(error = %e, queue, "reconcile failed"),
+    }
 }
 
 /// Flags a cache as filled once its watcher finishes the initial list.
@@ -329,29 +386,12 @@ fn mark_synced<K>(ev: &Result<watcher::Event<K>, watcher::Error>, synced: &watch
     }
 }
 
-/// The groups a pod event concerns: those that select it, and the one it is labelled for.
-fn groups_for_pod(groups: &Store<Guarded>, pod: &Pod) -> Vec<ObjectRef<Guarded>> {
-    let ns = pod.namespace();
-    let labels = pod.labels();
-    let labelled_for = pod.annotations().get(GROUP_ANNOTATION);
-    groups
-        .state()
-        .iter()
-        .filter(|g| g.namespace() == ns)
-        .filter(|g| match &g.0 {
-            Ok(group) => {
-                labelled_for == Some(&group.name_any()) || Claim::of(group).selects(labels)
-            }
-            Err(_) => false,
-        })
-        .map(|g| ObjectRef::from_obj(g.as_ref()))
-        .collect()
-}
-
 async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !*ctx.active.borrow() {
         return Ok(Action::await_change());
     }
+    let key = ObjectRef::from_obj(obj.as_ref());
+    let _serial = ctx.locks.lock(&key).await;
     let (mut pods_synced, mut groups_synced) = ctx.synced.clone();
     pods_synced
         .wait_for(|s| *s)
@@ -361,7 +401,6 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
         .wait_for(|s| *s)
         .await
         .map_err(|e| Error::Cache("ElectionGroup", e.to_string()))?;
-    let key = ObjectRef::from_obj(obj.as_ref());
     let result = match &obj.0 {
         Ok(group) => reconcile_group(group, &ctx).await,
         Err(invalid) => report_unreadable(obj.as_ref(), &invalid.error, &ctx).await,
@@ -449,7 +488,7 @@ struct Gathered {
     members: Vec<election::Member>,
     departed: Vec<election::Member>,
     conflicts: Vec<String>,
-    pods: HashMap<String, Arc<Pod>>,
+    pods: HashMap<String, Arc<CachedPod>>,
 }
 
 /// The reserved successor when the pod cache does not show it (yet), read from the API server:
@@ -459,15 +498,15 @@ async fn unseen_successor(
     current: &ElectionGroup,
     ns: &str,
     ctx: &Context,
-) -> Result<Option<Arc<Pod>>, Error> {
+) -> Result<Option<Arc<CachedPod>>, Error> {
     let Some(s) = current.status.as_ref().and_then(|s| s.successor.as_ref()) else {
         return Ok(None);
     };
     let (Some(name), Some(uid)) = (s.pod.as_deref(), s.uid.as_deref()) else {
         return Ok(None);
     };
-    let cached = ctx.pods.get(&ObjectRef::new(name).within(ns));
-    if cached.is_some_and(|p| p.uid().as_deref() == Some(uid)) || ctx.overlay.uid_gone(uid) {
+    let cached = ctx.pods.get(ns, name);
+    if cached.is_some_and(|p| p.uid == uid) || ctx.overlay.uid_gone(uid) {
         return Ok(None);
     }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
@@ -477,7 +516,7 @@ async fn unseen_successor(
         source,
     })?;
     match read {
-        Some(p) if p.uid().as_deref() == Some(uid) => Ok(Some(Arc::new(apply::slim(p)))),
+        Some(p) if p.uid().as_deref() == Some(uid) => Ok(Some(Arc::new(CachedPod::from_pod(p)))),
         _ => {
             ctx.overlay.pod_deleted(uid);
             Ok(None)
@@ -490,26 +529,29 @@ fn gather(
     current: &ElectionGroup,
     ns: &str,
     settings: &Settings,
-    unseen: Option<Arc<Pod>>,
+    unseen: Option<Arc<CachedPod>>,
     ctx: &Context,
 ) -> Gathered {
-    let pods: HashMap<String, Arc<Pod>> = ctx
+    let name = current.name_any();
+    // The pods the selector can match, by its anchor label, and those podium labelled for the
+    // group (they may have left the selector): what these cost, not what the namespace holds.
+    let pods: HashMap<String, Arc<CachedPod>> = ctx
         .pods
-        .state()
-        .iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .candidates(ns, &anchor(&settings.selector))
+        .into_iter()
+        .chain(ctx.pods.labelled_for(ns, &name))
         .filter(|p| !ctx.overlay.pod_gone(p))
-        .map(|p| ctx.overlay.pod(p))
+        .map(|p| ctx.overlay.pod(&p))
         .chain(unseen)
-        .map(|p| (p.name_any(), p))
+        .map(|p| (p.name.clone(), p))
         .collect();
-    let others: Vec<Claim> = ctx
-        .groups
-        .state()
-        .iter()
-        .filter(|g| g.namespace().as_deref() == Some(ns))
-        .filter_map(|g| g.0.as_ref().ok().map(Claim::of))
+    // Only groups that select one of these pods can hold one of them.
+    let mut others: Vec<Arc<Claim>> = pods
+        .values()
+        .flat_map(|p| ctx.claims.selecting(ns, &p.labels))
         .collect();
+    others.sort_by(|a, b| a.name.cmp(&b.name));
+    others.dedup_by(|a, b| a.name == b.name);
     let keys = RoleKeys {
         current: &settings.role_label,
         previous: current
@@ -903,26 +945,25 @@ async fn cleanup(group: &mut ElectionGroup, ns: &str, ctx: &Context) -> Result<P
         role_label: &group.spec.role_label,
         old_role_label: group.status.as_ref().and_then(|s| s.role_label.as_deref()),
     };
-    let released: Vec<Arc<Pod>> = ctx
+    let released: Vec<Arc<CachedPod>> = ctx
         .pods
-        .state()
+        .labelled_for(ns, &name)
         .iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns))
         .map(|p| ctx.overlay.pod(p))
-        .filter(|p| p.annotations().get(GROUP_ANNOTATION) == Some(&name))
+        .filter(|p| p.annotations.get(GROUP_ANNOTATION) == Some(&name))
         .filter(|p| !ctx.overlay.pod_gone(p))
         .collect();
     for pod in &released {
         apply::fenced(ctx)?;
         let podium_value = |key: &str| {
-            pod.labels()
+            pod.labels
                 .get(key)
                 .is_some_and(|v| v == LEADER || v == FOLLOWER)
         };
         let w = election::PodWrite {
-            pod: pod.name_any(),
-            uid: pod.uid().unwrap_or_default(),
-            resource_version: pod.resource_version(),
+            pod: pod.name.clone(),
+            uid: pod.uid.clone(),
+            resource_version: pod.resource_version.clone(),
             drop_old_key: keys.old_role_label.is_some_and(podium_value),
             change: PodChange::Release {
                 role_label: podium_value(keys.role_label),

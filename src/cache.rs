@@ -1,0 +1,511 @@
+//! The pod cache: every pod in scope reduced to what the election reads, indexed by namespace,
+//! by label and by the group podium labelled it for. Finding a group's pods, or the groups a pod
+//! event concerns, then costs what those pods cost, not what the cluster holds; and a pod costs
+//! a few hundred bytes instead of the kilobytes of a full `Pod`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::watcher;
+
+use crate::crd::{GROUP_ANNOTATION, TERM_ANNOTATION};
+
+/// Annotations podium reads are its own; every other annotation is dropped from the cache.
+const OWN_PREFIX: &str = "podium.dev/";
+
+/// A pod reduced to what the election reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedPod {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID; a same-named replacement is a different pod.
+    pub uid: String,
+    /// The version this copy shows.
+    pub resource_version: Option<String>,
+    /// All labels: selectors match on them.
+    pub labels: BTreeMap<String, String>,
+    /// podium's own annotations (`podium.dev/…`) only.
+    pub annotations: BTreeMap<String, String>,
+    /// Creation time.
+    pub created: Option<Timestamp>,
+    /// The Ready condition: its status, and when it last changed.
+    pub ready: Option<(bool, Option<Timestamp>)>,
+    /// A deletionTimestamp is set.
+    pub terminating: bool,
+    /// The node it runs on.
+    pub node: Option<String>,
+}
+
+impl CachedPod {
+    /// Reduces a pod as the API server sent it.
+    pub fn from_pod(pod: Pod) -> Self {
+        let ready = pod
+            .status
+            .and_then(|s| s.conditions)
+            .and_then(|cs| cs.into_iter().find(|c| c.type_ == "Ready"))
+            .map(|c| (c.status == "True", c.last_transition_time.map(|t| t.0)));
+        let node = pod.spec.and_then(|s| s.node_name);
+        let mut cached = Self {
+            namespace: String::new(),
+            name: String::new(),
+            uid: String::new(),
+            resource_version: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            created: None,
+            ready,
+            terminating: false,
+            node,
+        };
+        cached.set_metadata(pod.metadata);
+        cached
+    }
+
+    /// This pod with the metadata a write returned (status and node unchanged).
+    pub fn with_metadata(&self, meta: ObjectMeta) -> Self {
+        let mut p = self.clone();
+        p.set_metadata(meta);
+        p
+    }
+
+    fn set_metadata(&mut self, meta: ObjectMeta) {
+        self.namespace = meta.namespace.unwrap_or_default();
+        self.name = meta.name.unwrap_or_default();
+        self.uid = meta.uid.unwrap_or_default();
+        self.resource_version = meta.resource_version;
+        self.labels = meta.labels.unwrap_or_default();
+        self.annotations = meta
+            .annotations
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(OWN_PREFIX))
+            .collect();
+        self.created = meta.creation_timestamp.map(|t| t.0);
+        self.terminating = meta.deletion_timestamp.is_some();
+    }
+
+    /// The group this pod leads by podium's own annotations: the term is written on the leader only.
+    pub fn leads(&self) -> Option<&str> {
+        self.annotations
+            .contains_key(TERM_ANNOTATION)
+            .then(|| self.annotations.get(GROUP_ANNOTATION).map(String::as_str))
+            .flatten()
+    }
+
+    /// Whether the Ready condition is True.
+    pub fn is_ready(&self) -> bool {
+        self.ready.is_some_and(|(r, _)| r)
+    }
+}
+
+/// Which of a namespace's pods a selector can match at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anchor {
+    /// Pods with this label and value.
+    Equal(String, String),
+    /// Pods with this label and one of these values.
+    In(String, Vec<String>),
+    /// Any pod: the selector requires no particular label value.
+    Scan,
+}
+
+/// Names by label key, then value: looked up without building a key.
+type LabelIndex = HashMap<String, HashMap<String, HashSet<String>>>;
+
+fn index_add(index: &mut LabelIndex, key: &str, value: &str, name: &str) {
+    index
+        .entry(key.to_string())
+        .or_default()
+        .entry(value.to_string())
+        .or_default()
+        .insert(name.to_string());
+}
+
+fn index_remove(index: &mut LabelIndex, key: &str, value: &str, name: &str) {
+    let Some(values) = index.get_mut(key) else {
+        return;
+    };
+    if let Some(names) = values.get_mut(value) {
+        names.remove(name);
+        if names.is_empty() {
+            values.remove(value);
+        }
+    }
+    if values.is_empty() {
+        index.remove(key);
+    }
+}
+
+fn index_get<'a>(index: &'a LabelIndex, key: &str, value: &str) -> Option<&'a HashSet<String>> {
+    index.get(key).and_then(|v| v.get(value))
+}
+
+/// The pods of one namespace and their indexes.
+#[derive(Default)]
+struct Namespace {
+    pods: HashMap<String, Arc<CachedPod>>,
+    by_label: LabelIndex,
+    /// Names by the value of `podium.dev/group`.
+    by_group: HashMap<String, HashSet<String>>,
+}
+
+impl Namespace {
+    fn insert(&mut self, pod: Arc<CachedPod>) -> Option<Arc<CachedPod>> {
+        let old = self.remove(&pod.name);
+        for (k, v) in &pod.labels {
+            index_add(&mut self.by_label, k, v, &pod.name);
+        }
+        if let Some(g) = pod.annotations.get(GROUP_ANNOTATION) {
+            self.by_group
+                .entry(g.clone())
+                .or_default()
+                .insert(pod.name.clone());
+        }
+        self.pods.insert(pod.name.clone(), pod);
+        old
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Arc<CachedPod>> {
+        let old = self.pods.remove(name)?;
+        for (k, v) in &old.labels {
+            index_remove(&mut self.by_label, k, v, name);
+        }
+        if let Some(g) = old.annotations.get(GROUP_ANNOTATION)
+            && let Some(names) = self.by_group.get_mut(g)
+        {
+            names.remove(name);
+            if names.is_empty() {
+                self.by_group.remove(g);
+            }
+        }
+        Some(old)
+    }
+
+    fn named<'a>(&'a self, names: impl IntoIterator<Item = &'a String>) -> Vec<Arc<CachedPod>> {
+        names
+            .into_iter()
+            .filter_map(|n| self.pods.get(n).cloned())
+            .collect()
+    }
+}
+
+/// What the cache saw change: a pod before and after (`None` where it was or is absent).
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The cached copy before the event.
+    pub before: Option<Arc<CachedPod>>,
+    /// The cached copy after it.
+    pub after: Option<Arc<CachedPod>>,
+}
+
+#[derive(Default)]
+struct State {
+    namespaces: HashMap<String, Namespace>,
+    /// A relist in progress: the pods listed so far. The old state is served until it completes.
+    relisting: Option<Vec<CachedPod>>,
+    len: usize,
+}
+
+impl State {
+    fn upsert(&mut self, pod: CachedPod) -> Change {
+        let ns = self.namespaces.entry(pod.namespace.clone()).or_default();
+        let after = Arc::new(pod);
+        let before = ns.insert(after.clone());
+        if before.is_none() {
+            self.len += 1;
+        }
+        Change {
+            before,
+            after: Some(after),
+        }
+    }
+
+    fn delete(&mut self, namespace: &str, name: &str) -> Change {
+        let before = self
+            .namespaces
+            .get_mut(namespace)
+            .and_then(|ns| ns.remove(name));
+        if before.is_some() {
+            self.len -= 1;
+            if self
+                .namespaces
+                .get(namespace)
+                .is_some_and(|ns| ns.pods.is_empty())
+            {
+                self.namespaces.remove(namespace);
+            }
+        }
+        Change {
+            before,
+            after: None,
+        }
+    }
+
+    /// Replaces everything with a completed relist, and says what differs from before.
+    fn replace(&mut self, listed: Vec<CachedPod>) -> Vec<Change> {
+        let mut old = std::mem::take(&mut self.namespaces);
+        self.len = 0;
+        let mut changes = vec![];
+        for pod in listed {
+            let before = old
+                .get_mut(&pod.namespace)
+                .and_then(|ns| ns.remove(&pod.name));
+            let unchanged = before
+                .as_ref()
+                .is_some_and(|b| b.uid == pod.uid && b.resource_version == pod.resource_version);
+            // An unchanged pod keeps its shared copy.
+            let pod = match before.clone() {
+                Some(b) if unchanged => b,
+                _ => Arc::new(pod),
+            };
+            self.namespaces
+                .entry(pod.namespace.clone())
+                .or_default()
+                .insert(pod.clone());
+            self.len += 1;
+            if !unchanged {
+                changes.push(Change {
+                    before,
+                    after: Some(pod),
+                });
+            }
+        }
+        // What the relist no longer shows was deleted while the watch was down.
+        changes.extend(old.into_values().flat_map(|ns| {
+            ns.pods.into_values().map(|before| Change {
+                before: Some(before),
+                after: None,
+            })
+        }));
+        changes
+    }
+}
+
+/// Every pod in scope, reduced and indexed; filled from a pod watch by [`PodCache::apply`].
+#[derive(Default)]
+pub struct PodCache {
+    state: RwLock<State>,
+}
+
+impl PodCache {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies one watch event and returns what changed (nothing while a relist is in progress:
+    /// its changes come when it completes).
+    pub fn apply(&self, event: watcher::Event<Pod>) -> Vec<Change> {
+        let mut state = self.write();
+        match event {
+            watcher::Event::Apply(pod) => vec![state.upsert(CachedPod::from_pod(pod))],
+            watcher::Event::Delete(pod) => {
+                let p = CachedPod::from_pod(pod);
+                vec![state.delete(&p.namespace, &p.name)]
+            }
+            watcher::Event::Init => {
+                state.relisting = Some(vec![]);
+                vec![]
+            }
+            watcher::Event::InitApply(pod) => {
+                let p = CachedPod::from_pod(pod);
+                match state.relisting.as_mut() {
+                    Some(listed) => {
+                        listed.push(p);
+                        vec![]
+                    }
+                    None => vec![state.upsert(p)],
+                }
+            }
+            watcher::Event::InitDone => match state.relisting.take() {
+                Some(listed) => state.replace(listed),
+                None => vec![],
+            },
+        }
+    }
+
+    /// The cached pod of that name.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<CachedPod>> {
+        self.read()
+            .namespaces
+            .get(namespace)
+            .and_then(|ns| ns.pods.get(name).cloned())
+    }
+
+    /// The pods of a namespace a selector with this anchor can match (a superset: the caller
+    /// still matches the whole selector).
+    pub fn candidates(&self, namespace: &str, anchor: &Anchor) -> Vec<Arc<CachedPod>> {
+        let state = self.read();
+        let Some(ns) = state.namespaces.get(namespace) else {
+            return vec![];
+        };
+        match anchor {
+            Anchor::Equal(k, v) => index_get(&ns.by_label, k, v)
+                .map(|names| ns.named(names))
+                .unwrap_or_default(),
+            Anchor::In(k, values) => values
+                .iter()
+                .filter_map(|v| index_get(&ns.by_label, k, v))
+                .flat_map(|names| ns.named(names))
+                .collect(),
+            Anchor::Scan => ns.pods.values().cloned().collect(),
+        }
+    }
+
+    /// The pods carrying `podium.dev/group: <group>`.
+    pub fn labelled_for(&self, namespace: &str, group: &str) -> Vec<Arc<CachedPod>> {
+        let state = self.read();
+        state
+            .namespaces
+            .get(namespace)
+            .and_then(|ns| ns.by_group.get(group).map(|names| ns.named(names)))
+            .unwrap_or_default()
+    }
+
+    /// How many pods the cache holds.
+    pub fn len(&self) -> usize {
+        self.read().len
+    }
+
+    /// The cache holds no pod.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(ns: &str, name: &str, rv: &str, labels: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"namespace": ns, "name": name, "uid": format!("u-{name}"), "resourceVersion": rv,
+                         "labels": labels,
+                         "annotations": {"podium.dev/group": "g", "podium.dev/term": "3",
+                                         "kubectl.kubernetes.io/last-applied-configuration": "x".repeat(2000)},
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-22T10:00:05Z"}],
+                       "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": true, "restartCount": 0}]}
+        }))
+        .unwrap()
+    }
+
+    fn names(mut pods: Vec<Arc<CachedPod>>) -> Vec<String> {
+        pods.sort_by(|a, b| a.name.cmp(&b.name));
+        pods.iter().map(|p| p.name.clone()).collect()
+    }
+
+    #[test]
+    fn keeps_only_what_the_election_reads() {
+        let p = CachedPod::from_pod(pod("ns", "a", "1", json!({"app": "x"})));
+        assert_eq!(
+            p.annotations.keys().collect::<Vec<_>>(),
+            ["podium.dev/group", "podium.dev/term"]
+        );
+        assert_eq!(p.node.as_deref(), Some("n1"));
+        assert!(p.is_ready());
+        assert_eq!(p.leads(), Some("g"));
+        assert_eq!(p.labels["app"], "x");
+    }
+
+    #[test]
+    fn finds_pods_by_label_and_by_group() {
+        let c = PodCache::default();
+        c.apply(watcher::Event::Apply(pod(
+            "ns",
+            "a",
+            "1",
+            json!({"app": "x"}),
+        )));
+        c.apply(watcher::Event::Apply(pod(
+            "ns",
+            "b",
+            "1",
+            json!({"app": "y"}),
+        )));
+        c.apply(watcher::Event::Apply(pod(
+            "other",
+            "c",
+            "1",
+            json!({"app": "x"}),
+        )));
+        let x = Anchor::Equal("app".into(), "x".into());
+        assert_eq!(names(c.candidates("ns", &x)), ["a"]);
+        let xy = Anchor::In("app".into(), vec!["x".into(), "y".into()]);
+        assert_eq!(names(c.candidates("ns", &xy)), ["a", "b"]);
+        assert_eq!(names(c.candidates("ns", &Anchor::Scan)), ["a", "b"]);
+        assert_eq!(names(c.labelled_for("ns", "g")), ["a", "b"]);
+        // A label change moves the pod in the index.
+        let change = c.apply(watcher::Event::Apply(pod(
+            "ns",
+            "a",
+            "2",
+            json!({"app": "y"}),
+        )));
+        assert_eq!(change[0].before.as_ref().unwrap().labels["app"], "x");
+        assert!(c.candidates("ns", &x).is_empty());
+        c.apply(watcher::Event::Delete(pod(
+            "ns",
+            "b",
+            "3",
+            json!({"app": "y"}),
+        )));
+        assert_eq!(names(c.candidates("ns", &xy)), ["a"]);
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn a_relist_reports_what_changed_and_what_vanished() {
+        let c = PodCache::default();
+        for (n, rv) in [("a", "1"), ("b", "1"), ("c", "1")] {
+            c.apply(watcher::Event::Apply(pod("ns", n, rv, json!({"app": "x"}))));
+        }
+        let kept = c.get("ns", "a").unwrap();
+        assert!(c.apply(watcher::Event::Init).is_empty());
+        for (n, rv) in [("a", "1"), ("b", "5"), ("d", "6")] {
+            assert!(
+                c.apply(watcher::Event::InitApply(pod(
+                    "ns",
+                    n,
+                    rv,
+                    json!({"app": "x"})
+                )))
+                .is_empty()
+            );
+        }
+        // The old state is served until the relist completes.
+        assert!(c.get("ns", "c").is_some());
+        let mut changes: Vec<(Option<String>, Option<String>)> = c
+            .apply(watcher::Event::InitDone)
+            .into_iter()
+            .map(|ch| {
+                (
+                    ch.before.map(|p| p.name.clone()),
+                    ch.after.map(|p| p.name.clone()),
+                )
+            })
+            .collect();
+        changes.sort();
+        assert_eq!(
+            changes,
+            [
+                (None, Some("d".to_string())),
+                (Some("b".to_string()), Some("b".to_string())),
+                (Some("c".to_string()), None),
+            ]
+        );
+        assert!(Arc::ptr_eq(&kept, &c.get("ns", "a").unwrap()));
+        assert!(c.get("ns", "c").is_none());
+        assert_eq!(c.len(), 3);
+    }
+}

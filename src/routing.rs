@@ -1,0 +1,252 @@
+//! Which groups a pod change concerns, and which of the two queues it goes to: a failover (the
+//! leader deleted, terminating, NotReady or relabelled) goes to the urgent queue, ahead of the
+//! routine work of a cold start, a resync or a mass relabel. Both queues share one lock per
+//! group, so a group is never reconciled by both at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::cache::{CachedPod, Change};
+use crate::claims::Claims;
+use crate::crd::GROUP_ANNOTATION;
+use crate::reconcile::Guarded;
+
+/// The groups one pod change concerns, split by queue.
+#[derive(Debug, Default, PartialEq)]
+pub struct Routed {
+    /// Groups whose leader this change may have taken away.
+    pub urgent: Vec<ObjectRef<Guarded>>,
+    /// Every other group that selects the pod (before or after) or that it is labelled for.
+    pub routine: Vec<ObjectRef<Guarded>>,
+}
+
+/// The group a copy of a pod concerns by selection or by podium's annotation.
+fn concerned(pod: &CachedPod, claims: &Claims, out: &mut Vec<String>) {
+    out.extend(
+        claims
+            .selecting(&pod.namespace, &pod.labels)
+            .iter()
+            .map(|c| c.name.clone()),
+    );
+    out.extend(pod.annotations.get(GROUP_ANNOTATION).cloned());
+}
+
+/// A change to a leader that can end its leadership: gone, terminating, no longer Ready, or
+/// relabelled (it may have left the selector).
+fn ends_leadership(before: &CachedPod, after: Option<&CachedPod>) -> bool {
+    match after {
+        None => true,
+        Some(a) => {
+            (a.terminating && !before.terminating)
+                || (before.is_ready() && !a.is_ready())
+                || a.labels != before.labels
+                || a.uid != before.uid
+        }
+    }
+}
+
+/// Routes one change of the pod cache.
+pub fn route(change: &Change, claims: &Claims) -> Routed {
+    let mut names = vec![];
+    let mut ns = None;
+    for pod in change.before.iter().chain(change.after.iter()) {
+        concerned(pod, claims, &mut names);
+        ns = Some(pod.namespace.clone());
+    }
+    let Some(ns) = ns else {
+        return Routed::default();
+    };
+    names.sort();
+    names.dedup();
+    let led = change
+        .before
+        .as_deref()
+        .filter(|b| ends_leadership(b, change.after.as_deref()))
+        .and_then(CachedPod::leads);
+    let (urgent, routine): (Vec<String>, Vec<String>) =
+        names.into_iter().partition(|n| Some(n.as_str()) == led);
+    let refs = |v: Vec<String>| {
+        v.into_iter()
+            .map(|n| ObjectRef::new(&n).within(&ns))
+            .collect()
+    };
+    Routed {
+        urgent: refs(urgent),
+        routine: refs(routine),
+    }
+}
+
+/// One lock per group, held for a whole reconcile, shared by both queues.
+#[derive(Default)]
+pub struct GroupLocks {
+    locks: Mutex<HashMap<ObjectRef<Guarded>, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A held group lock; dropping it releases the lock and forgets it once nobody waits for it.
+pub struct GroupLock<'a> {
+    guard: Option<OwnedMutexGuard<()>>,
+    key: ObjectRef<Guarded>,
+    locks: &'a GroupLocks,
+}
+
+impl GroupLocks {
+    /// Waits until no other reconcile of this group runs.
+    pub async fn lock(&self, key: &ObjectRef<Guarded>) -> GroupLock<'_> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        GroupLock {
+            guard: Some(lock.lock_owned().await),
+            key: key.clone(),
+            locks: self,
+        }
+    }
+
+    /// How many groups have a lock entry (held or waited for).
+    pub fn len(&self) -> usize {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// No group lock is held or waited for.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for GroupLock<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut locks = self.locks.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map's own reference left: nobody holds or awaits this group's lock.
+        if locks
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            locks.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::PodCache;
+    use crate::crd::ElectionGroup;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::core::error_boundary::DeserializeGuard;
+    use kube::runtime::watcher::Event;
+    use serde_json::json;
+
+    fn claims() -> Claims {
+        let c = Claims::default();
+        for (name, app) in [("a", "x"), ("b", "y")] {
+            let g: ElectionGroup = serde_json::from_value(json!({
+                "apiVersion": "podium.dev/v1alpha1", "kind": "ElectionGroup",
+                "metadata": {"name": name, "namespace": "ns", "uid": name, "generation": 1},
+                "spec": {"selector": {"matchLabels": {"app": app}}}
+            }))
+            .unwrap();
+            c.apply(&Event::Apply(DeserializeGuard(Ok(g))));
+        }
+        c
+    }
+
+    fn pod(rv: &str, app: &str, leader: bool, ready: bool, terminating: bool) -> Pod {
+        let annotations = if leader {
+            json!({"podium.dev/group": "a", "podium.dev/term": "2"})
+        } else {
+            json!({"podium.dev/group": "a"})
+        };
+        let mut p = json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "resourceVersion": rv,
+                         "labels": {"app": app}, "annotations": annotations},
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+        });
+        if terminating {
+            p["metadata"]["deletionTimestamp"] = json!("2026-11-23T10:00:00Z");
+        }
+        serde_json::from_value(p).unwrap()
+    }
+
+    fn names(refs: &[ObjectRef<Guarded>]) -> Vec<&str> {
+        refs.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    /// Applies `before` then `after` (`None`: deleted) and routes the second change.
+    fn routed(before: Pod, after: Option<Pod>) -> Routed {
+        let (cache, claims) = (PodCache::default(), claims());
+        cache.apply(Event::Apply(before.clone()));
+        let change = match after {
+            Some(a) => cache.apply(Event::Apply(a)),
+            None => cache.apply(Event::Delete(before)),
+        };
+        route(&change[0], &claims)
+    }
+
+    #[test]
+    fn a_leader_that_fails_is_urgent() {
+        let leader = || pod("1", "x", true, true, false);
+        for after in [
+            None,
+            Some(pod("2", "x", true, false, false)),
+            Some(pod("2", "x", true, true, true)),
+        ] {
+            let r = routed(leader(), after);
+            assert_eq!((names(&r.urgent), names(&r.routine)), (vec!["a"], vec![]));
+        }
+        // Relabelled out of group a into group b: a fails over at once, b looks when it can.
+        let r = routed(leader(), Some(pod("2", "y", true, true, false)));
+        assert_eq!(
+            (names(&r.urgent), names(&r.routine)),
+            (vec!["a"], vec!["b"])
+        );
+    }
+
+    #[test]
+    fn everything_else_is_routine() {
+        // A follower deleted, a leader that merely got a new version, a pod becoming Ready.
+        for (before, after) in [
+            (pod("1", "x", false, true, false), None),
+            (
+                pod("1", "x", true, true, false),
+                Some(pod("2", "x", true, true, false)),
+            ),
+            (
+                pod("1", "x", true, false, false),
+                Some(pod("2", "x", true, true, false)),
+            ),
+        ] {
+            let r = routed(before, after);
+            assert_eq!((names(&r.urgent), names(&r.routine)), (vec![], vec!["a"]));
+        }
+    }
+
+    #[tokio::test]
+    async fn one_reconcile_per_group_and_no_lock_left_behind() {
+        let locks = GroupLocks::default();
+        let (a, b) = (
+            ObjectRef::<Guarded>::new("a").within("ns"),
+            ObjectRef::<Guarded>::new("b").within("ns"),
+        );
+        let held = locks.lock(&a).await;
+        // Another group is not held up.
+        drop(locks.lock(&b).await);
+        let second = locks.lock(&a);
+        tokio::pin!(second);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), &mut second)
+                .await
+                .is_err()
+        );
+        drop(held);
+        drop(second.await);
+        assert!(locks.is_empty());
+    }
+}
