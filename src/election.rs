@@ -165,6 +165,10 @@ pub struct Plan {
     /// Pod writes, each acknowledged before the next; made after `status` is stored unless
     /// `labels_first`.
     pub writes: Vec<PodWrite>,
+    /// `writes[neutral_from..]` neither give nor take leadership (new followers, released
+    /// followers): they may land in any order and before status, so status can record the
+    /// reserved successor at the version they leave it (no second status write).
+    pub neutral_from: usize,
     /// The status to write (only written when it differs), before the pod writes unless
     /// `labels_first`.
     pub status: ElectionGroupStatus,
@@ -195,8 +199,8 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
     } else {
         abandoned(obs, &seat, &choice, passed)
     };
-    let writes = if obs.settings.paused {
-        Vec::new()
+    let (writes, neutral_from) = if obs.settings.paused {
+        (Vec::new(), 0)
     } else {
         plan_writes(obs, &foreign, &choice, term.value(), &seat, &abandoned)
     };
@@ -234,6 +238,7 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
             && obs.status.abandoned.is_empty()
             && status.abandoned.is_empty(),
         writes,
+        neutral_from,
         status,
         notes,
         requeue_after: requeue.after(obs.now),
@@ -803,7 +808,7 @@ pub fn plan_writes(
     term: i64,
     seat: &Seat<'_>,
     abandoned: &[Abandoned],
-) -> Vec<PodWrite> {
+) -> (Vec<PodWrite>, usize) {
     let next = choice.next;
     let write = |m: &Member, change: PodChange| PodWrite {
         pod: m.name.clone(),
@@ -892,11 +897,16 @@ pub fn plan_writes(
         .current
         .is_some_and(|c| c.terminating && node_lost_for(c, obs.settings).is_none());
     let old_alive = seat.current.is_some_and(|c| c.ready);
-    if obs.settings.mode == HandoffMode::MakeBeforeBreak && (planned || stopping) && old_alive {
-        [first, promotion, demotions, others].concat()
+    let ordered = if obs.settings.mode == HandoffMode::MakeBeforeBreak
+        && (planned || stopping)
+        && old_alive
+    {
+        [first, promotion, demotions].concat()
     } else {
-        [first, demotions, promotion, others].concat()
-    }
+        [first, demotions, promotion].concat()
+    };
+    let neutral_from = ordered.len();
+    ([ordered, others].concat(), neutral_from)
 }
 
 /// What the decision does to the record of leadership.
@@ -1232,6 +1242,7 @@ pub fn reject(
     Plan {
         labels_first: false,
         writes: Vec::new(),
+        neutral_from: 0,
         status: next,
         notes,
         requeue_after: None,

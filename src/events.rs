@@ -1,13 +1,28 @@
 //! Publishes Events, one per occurrence. kube's `Recorder` folds every Event with the same reason
 //! on the same object into one series that keeps its first note, so a second failover would show
 //! in `kubectl describe eg` as "x2" of the first leader's message. Here each Event keeps its own.
+//!
+//! Events are queued and written by a few workers: a cold start of thousands of groups makes
+//! thousands of Events, which must not crowd out the label and status writes at the API server.
+//! A full queue drops Events (counted), as Kubernetes' own event broadcaster does.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use std::sync::Arc;
+
 use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType, Reporter};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::metrics::Metrics;
+
+/// Events waiting to be written; more are dropped.
+const QUEUE: usize = 4096;
+/// Events written at once.
+const WORKERS: usize = 4;
 
 /// Numbers the Events this process writes.
 static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -17,20 +32,67 @@ static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 pub struct Publisher {
     client: Client,
     reporter: Reporter,
+    queue: mpsc::Sender<K8sEvent>,
+    metrics: Arc<Metrics>,
 }
 
 impl Publisher {
-    /// A publisher writing through `client`.
-    pub fn new(client: Client, reporter: Reporter) -> Self {
-        Self { client, reporter }
+    /// A publisher writing through `client`, with its workers started on the current runtime.
+    pub fn start(client: Client, reporter: Reporter, metrics: Arc<Metrics>) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let publisher = Self {
+            client,
+            reporter,
+            queue,
+            metrics,
+        };
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..WORKERS {
+            let (p, rx) = (publisher.clone(), rx.clone());
+            tokio::spawn(async move {
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some(event) = next else {
+                        return;
+                    };
+                    if let Err(e) = p.create(&event).await {
+                        warn!(error = %e, reason = ?event.reason, "cannot publish event");
+                    }
+                }
+            });
+        }
+        publisher
     }
 
-    /// Creates one Event about `regarding`, in its namespace.
+    /// Queues Events about their objects, stamped now (several workers may write them out of
+    /// order); drops (and counts) those a full queue refuses.
+    pub fn publish_later(&self, events: Vec<(Event, ObjectReference)>) {
+        for (ev, regarding) in events {
+            if self.queue.try_send(self.build(&ev, &regarding)).is_err() {
+                self.metrics.event_dropped();
+            }
+        }
+    }
+
+    /// Creates one Event about `regarding`, in its namespace, now.
     pub async fn publish(
         &self,
         ev: &Event,
         regarding: &ObjectReference,
     ) -> Result<(), kube::Error> {
+        self.create(&self.build(ev, regarding)).await
+    }
+
+    async fn create(&self, event: &K8sEvent) -> Result<(), kube::Error> {
+        let namespace = event.metadata.namespace.as_deref().unwrap_or("default");
+        Api::<K8sEvent>::namespaced(self.client.clone(), namespace)
+            .create(&PostParams::default(), event)
+            .await
+            .map(|_| ())
+    }
+
+    /// The Event about `regarding`, in its namespace, as of now.
+    fn build(&self, ev: &Event, regarding: &ObjectReference) -> K8sEvent {
         let namespace = regarding
             .namespace
             .clone()
@@ -48,7 +110,7 @@ impl Publisher {
         // Unique per Event: the object's name, the time and a sequence number (two Events in
         // the same nanosecond stay apart).
         let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let event = K8sEvent {
+        K8sEvent {
             metadata: ObjectMeta {
                 name: Some(format!("{regarding_name}.{:x}{seq:x}", now.as_nanosecond())),
                 namespace: Some(namespace.clone()),
@@ -75,10 +137,6 @@ impl Publisher {
             ),
             event_time: Some(MicroTime(now)),
             ..K8sEvent::default()
-        };
-        Api::<K8sEvent>::namespaced(self.client.clone(), &namespace)
-            .create(&PostParams::default(), &event)
-            .await
-            .map(|_| ())
+        }
     }
 }

@@ -38,6 +38,7 @@ pub struct Metrics {
     pod_writes: Counter,
     status_writes: Counter,
     conflicts: Counter,
+    events_dropped: Counter,
     groups: Family<ConditionLabels, Gauge>,
     group_ready: Mutex<HashMap<String, String>>,
     active: Gauge,
@@ -84,6 +85,12 @@ impl Default for Metrics {
             "Decisions made again because a write's resourceVersion or UID precondition failed or its object was gone",
             conflicts.clone(),
         );
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Events not written because the queue of Events to write was full",
+            events_dropped.clone(),
+        );
         let groups = Family::<ConditionLabels, Gauge>::default();
         registry.register(
             "groups",
@@ -116,6 +123,7 @@ impl Default for Metrics {
             pod_writes,
             status_writes,
             conflicts,
+            events_dropped,
             groups,
             group_ready: Mutex::default(),
             active,
@@ -168,6 +176,11 @@ impl Metrics {
     /// Counts a write whose precondition failed.
     pub fn conflict(&self) {
         self.conflicts.inc();
+    }
+
+    /// Counts an Event dropped because the queue of Events to write was full.
+    pub fn event_dropped(&self) {
+        self.events_dropped.inc();
     }
 
     /// Records a group's Ready condition status (`True`, `False`, `Unknown`), or `None` once it is gone.

@@ -281,6 +281,8 @@ pub async fn run(
             for change in &changes {
                 let routed = route(change, &index);
                 for group in routed.urgent {
+                    debug!(group = %group, pod = ?change.before.as_ref().map(|p| &p.name),
+                           gone = change.after.is_none(), "failover queued");
                     // The receiver lives as long as the controller; a closed one means shutdown.
                     let _ = urgent_tx.unbounded_send(group);
                 }
@@ -324,7 +326,7 @@ pub async fn run(
         claims,
         locks: GroupLocks::default(),
         synced: (pods_synced.clone(), groups_synced.clone()),
-        recorder: Publisher::new(client, reporter),
+        recorder: Publisher::start(client, reporter, metrics.clone()),
         metrics,
         active: opts.active.clone(),
         overlay: Overlay::default(),
@@ -687,7 +689,7 @@ async fn decide_and_apply(
         ns,
         &settings,
         &status,
-        &plan,
+        plan,
         &g,
         mirror,
         ctx,
@@ -706,7 +708,7 @@ async fn apply_plan(
     ns: &str,
     settings: &Settings,
     old: &crate::crd::ElectionGroupStatus,
-    plan: &Plan,
+    mut plan: Plan,
     g: &Gathered,
     mirror: Option<LeaseMirror>,
     ctx: &Context,
@@ -721,23 +723,52 @@ async fn apply_plan(
         role_label: &settings.role_label,
         old_role_label: old.role_label.as_deref(),
     };
+    let (ordered, neutral) = plan.writes.split_at(plan.neutral_from);
     // A failover to the reserved successor labels it first: status already records its term.
     if plan.labels_first
-        && let Pass::Stale = write_pods(current, ns, plan, &keys, g, ctx).await?
+        && let Pass::Stale = write_pods(current, ns, ordered, Order::InTurn, &keys, g, ctx).await?
     {
         return Ok(Pass::Stale);
     }
-    if let Pass::Stale = record_status(current, ns, old, plan, ctx, failover_since).await? {
+    // Writes that move no leadership go before status, all at once.
+    if let Pass::Stale = write_pods(current, ns, neutral, Order::AllAtOnce, &keys, g, ctx).await? {
         return Ok(Pass::Stale);
     }
-    let pass = apply_recorded(current, ns, plan, &keys, g, mirror, ctx).await;
+    repin_successor(&mut plan, g, ctx);
+    if let Pass::Stale = record_status(current, ns, old, &plan, ctx, failover_since).await? {
+        return Ok(Pass::Stale);
+    }
+    let pass = apply_recorded(current, ns, &plan, &keys, g, mirror, ctx).await;
     // Announced once the status that records it is stored, whatever happens to the pods: the
     // decision that finishes the job announces nothing new.
     publish(current, &plan.notes, ctx);
     if let Ok(Pass::Done(_)) = pass {
-        record(current, ns, plan, failover_since.take(), ctx);
+        record(current, ns, &plan, failover_since.take(), ctx);
     }
     pass
+}
+
+/// Pins the reserved successor to the version podium's own write just gave it, as the next
+/// decision would: status is then written once instead of twice.
+fn repin_successor(plan: &mut Plan, g: &Gathered, ctx: &Context) {
+    let Some(s) = plan.status.successor.as_mut() else {
+        return;
+    };
+    let neutral = &plan.writes[plan.neutral_from..];
+    let Some(w) = neutral.iter().find(|w| Some(&w.uid) == s.uid.as_ref()) else {
+        return;
+    };
+    if s.resource_version != w.resource_version {
+        return;
+    }
+    let written = g
+        .pods
+        .get(&w.pod)
+        .map(|p| ctx.overlay.pod(p))
+        .filter(|p| p.uid == w.uid && p.resource_version != w.resource_version);
+    if let Some(p) = written {
+        s.resource_version = p.resource_version.clone();
+    }
 }
 
 /// The writes that follow a stored status: the handoff request, the pods, the Lease mirror.
@@ -756,7 +787,16 @@ async fn apply_recorded(
         return Ok(Pass::Stale);
     }
     if !plan.labels_first
-        && let Pass::Stale = write_pods(current, ns, plan, keys, g, ctx).await?
+        && let Pass::Stale = write_pods(
+            current,
+            ns,
+            &plan.writes[..plan.neutral_from],
+            Order::InTurn,
+            keys,
+            g,
+            ctx,
+        )
+        .await?
     {
         return Ok(Pass::Stale);
     }
@@ -772,21 +812,56 @@ async fn apply_recorded(
     ))
 }
 
-/// Makes the plan's pod writes in order, each acknowledged before the next.
+/// How a batch of pod writes is made.
+#[derive(Clone, Copy, PartialEq)]
+enum Order {
+    /// Each acknowledged before the next: they move leadership.
+    InTurn,
+    /// All at once: their order does not matter.
+    AllAtOnce,
+}
+
+/// One pod write of a plan, recorded against the cached copy it was decided from.
+fn write_pod<'a>(
+    ns: &'a str,
+    w: &'a election::PodWrite,
+    keys: &'a PodKeys<'_>,
+    g: &'a Gathered,
+    ctx: &'a Context,
+) -> impl Future<Output = Result<Outcome, kube::Error>> + 'a {
+    apply::pod(ns, w, keys, g.pods.get(&w.pod).cloned(), ctx)
+}
+
+/// Makes pod writes; a failure is reported and ends the batch, a conflict makes it stale.
 async fn write_pods(
     current: &mut ElectionGroup,
     ns: &str,
-    plan: &Plan,
+    writes: &[election::PodWrite],
+    order: Order,
     keys: &PodKeys<'_>,
     g: &Gathered,
     ctx: &Context,
 ) -> Result<Pass, Error> {
-    for w in &plan.writes {
-        if let Pass::Stale = write_pod(current, ns, w, keys, g, ctx).await? {
+    let write = |w| write_pod(ns, w, keys, g, ctx);
+    let mut pass = Pass::Done(Action::await_change());
+    if order == Order::AllAtOnce && !writes.is_empty() {
+        apply::fenced(ctx)?;
+        let results = futures::future::join_all(writes.iter().map(write)).await;
+        for (w, result) in writes.iter().zip(results) {
+            if let Pass::Stale = settle_pod_write(current, ns, w, result, ctx).await? {
+                pass = Pass::Stale;
+            }
+        }
+        return Ok(pass);
+    }
+    for w in writes {
+        apply::fenced(ctx)?;
+        let result = write(w).await;
+        if let Pass::Stale = settle_pod_write(current, ns, w, result, ctx).await? {
             return Ok(Pass::Stale);
         }
     }
-    Ok(Pass::Done(Action::await_change()))
+    Ok(pass)
 }
 
 /// Writes the plan's status and counts the transition it records (once, whatever happens to
@@ -811,19 +886,17 @@ async fn record_status(
     Ok(Pass::Done(Action::await_change()))
 }
 
-/// Makes one pod write of a plan; a failure is reported on the group and counted against the
-/// candidate when it was a promotion the pod itself refused.
-async fn write_pod(
+/// Handles how one pod write of a plan ended; a failure is reported on the group and counted
+/// against the candidate when it was a promotion the pod itself refused.
+async fn settle_pod_write(
     current: &mut ElectionGroup,
     ns: &str,
     w: &election::PodWrite,
-    keys: &PodKeys<'_>,
-    g: &Gathered,
+    result: Result<Outcome, kube::Error>,
     ctx: &Context,
 ) -> Result<Pass, Error> {
-    apply::fenced(ctx)?;
     let promotion = matches!(w.change, PodChange::Label { role: LEADER, .. });
-    match apply::pod(ns, w, keys, g.pods.get(&w.pod).cloned(), ctx).await {
+    match result {
         Ok(Outcome::Done) => {
             if promotion {
                 ctx.promotion_succeeded(&w.uid);
@@ -1067,12 +1140,5 @@ fn publish(group: &ElectionGroup, notes: &[Note], ctx: &Context) {
             (ev, reference)
         })
         .collect();
-    let recorder = ctx.recorder.clone();
-    tokio::spawn(async move {
-        for (ev, reference) in events {
-            if let Err(e) = recorder.publish(&ev, &reference).await {
-                warn!(error = %brief(&e), reason = %ev.reason, "cannot publish event");
-            }
-        }
-    });
+    ctx.recorder.publish_later(events);
 }

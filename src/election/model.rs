@@ -146,7 +146,11 @@ fn plan_from(
         lease_foreign: false,
         now,
     });
-    let pods: Vec<Step> = plan.writes.into_iter().map(Step::Pod).collect();
+    let steps = |ws: &[crate::election::PodWrite]| -> Vec<Step> {
+        ws.iter().cloned().map(Step::Pod).collect()
+    };
+    let (ordered, neutral) = plan.writes.split_at(plan.neutral_from);
+    let (ordered, neutral) = (steps(ordered), steps(neutral));
     let mut group = Vec::new();
     let mut rv = Some(view.group.rv);
     if plan.status != view.group.status {
@@ -156,10 +160,12 @@ fn plan_from(
     if plan.clear_handoff_request {
         group.push(Step::ClearRequest(rv));
     }
+    // The reconciler's order: a failover to the reserved successor labels it first; otherwise
+    // the neutral writes, then status, then the writes that move leadership.
     if plan.labels_first {
-        [pods, group].concat()
+        [ordered, neutral, group].concat()
     } else {
-        [group, pods].concat()
+        [neutral, group, ordered].concat()
     }
 }
 

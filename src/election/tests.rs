@@ -169,6 +169,8 @@ fn oldest_ready_pod_is_elected_and_others_follow() {
     assert_eq!(w.leaders(), ["a"]);
     assert_eq!(plan.writes[0].pod, "a", "the leader is labelled first");
     assert_eq!(plan.writes.len(), 3);
+    // Only the promotion must wait for status; the followers may go first, in any order.
+    assert_eq!(plan.neutral_from, 1);
     assert!(w.members.iter().all(|m| m.group.as_deref() == Some("g")));
     assert_eq!(w.member("a").term, Some(1));
     assert_eq!(w.member("b").role.as_deref(), Some(FOLLOWER));
@@ -285,6 +287,8 @@ fn not_ready_leader_fails_over_at_once_with_zero_tolerance() {
     let plan = w.step();
     assert_eq!(w.leaders(), ["b"]);
     assert_eq!(plan.writes[0].pod, "a", "break before make");
+    // The demotion and the promotion keep their order; nothing is neutral.
+    assert_eq!(plan.neutral_from, plan.writes.len());
 }
 
 #[test]
