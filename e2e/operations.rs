@@ -317,3 +317,38 @@ async fn readyz_waits_for_caches_and_metrics_count_failovers() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_pod_selector_limits_what_podium_caches_and_a_bad_one_stops_it() {
+    install_crd().await;
+    let ns = TestNs::new("ops-podsel").await;
+    // A selector the API server refuses stops podium at once, saying why.
+    let mut bad = Operator::start(&ns.name, &["--pod-selector=tier in ("]).await;
+    let code = bad.wait_exit(Duration::from_secs(20)).await;
+    assert!(code.is_some_and(|c| c != 0), "exit: {code:?}");
+    let log = std::fs::read_to_string(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("target/e2e-logs/{}.log", ns.name)),
+    )
+    .unwrap();
+    assert!(log.contains("--pod-selector"), "{log}");
+
+    let mut s = Setup { ns, operator: None };
+    s.operator = Some(Operator::start(&s.ns.name, &["--pod-selector=podium-member=yes"]).await);
+    // p0 is the oldest but outside the pod selector: podium does not see it at all.
+    s.pods(&["p0"], &[("app", "x")]).await;
+    s.pods(&["p1", "p2"], &[("app", "x"), ("podium-member", "yes")])
+        .await;
+    s.apply_group("api", json!({"selector": {"matchLabels": {"app": "x"}}}))
+        .await
+        .unwrap();
+    let g = s.wait_leader("api", "app=x", "p1").await;
+    assert_eq!(status(&g).members, 2);
+    let p0 =
+        s.ns.api::<k8s_openapi::api::core::v1::Pod>()
+            .get("p0")
+            .await
+            .unwrap();
+    assert_eq!(label(&p0, "podium.dev/role"), None);
+    assert_eq!(annotation(&p0, "podium.dev/group"), None);
+}

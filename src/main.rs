@@ -101,6 +101,10 @@ struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "PODIUM_NAMESPACE")]
     namespace: Option<String>,
+    /// Cache and consider only pods matching this label selector (e.g. `podium.dev/member=true`):
+    /// the cache and the watch then cost what those pods cost, not what the cluster holds.
+    #[arg(long, env = "PODIUM_POD_SELECTOR")]
+    pod_selector: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "PODIUM_LOG_FORMAT")]
     log_format: LogFormat,
@@ -260,6 +264,27 @@ async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, Box<dyn std::err
     Ok(podium::client::build(config)?)
 }
 
+/// Refuses a pod selector the API server refuses, before anything starts: a watch with it
+/// would only fail and retry for ever.
+async fn check_pod_selector(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    selector: &str,
+) -> Result<(), String> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> = match namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    };
+    let params = kube::api::ListParams::default().labels(selector).limit(1);
+    match api.list_metadata(&params).await {
+        Err(kube::Error::Api(e)) if e.code == 400 => {
+            Err(format!("--pod-selector {selector:?}: {}", e.message))
+        }
+        // Anything else (no permission yet, the API server not up) the watch reports and retries.
+        _ => Ok(()),
+    }
+}
+
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let client = client(args.kubeconfig.as_ref()).await?;
     let metrics = Arc::new(Metrics::default());
@@ -316,8 +341,12 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         ))
     });
 
+    if let Some(sel) = &args.pod_selector {
+        check_pod_selector(&client, args.namespace.as_deref(), sel).await?;
+    }
     let opts = Options {
         namespace: args.namespace,
+        pod_selector: args.pod_selector,
         instance: Some(identity),
         active: active_rx,
         concurrency: args.concurrency,

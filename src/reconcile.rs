@@ -229,6 +229,8 @@ impl Context {
 pub struct Options {
     /// Watch one namespace, or all when `None`.
     pub namespace: Option<String>,
+    /// Consider only pods matching this label selector.
+    pub pod_selector: Option<String>,
     /// Reporting instance for Events (e.g. the pod name).
     pub instance: Option<String>,
     /// Whether this replica may write; every group is reconciled again when it turns true.
@@ -266,7 +268,11 @@ pub async fn run(
     let (cache, index) = (pods.clone(), claims.clone());
     // The pod watch feeds the cache and routes each change; the mapping looks up indexes only,
     // so the watch keeps up however many groups a namespace holds.
-    let pod_triggers = watcher(pods_api, watcher::Config::default().any_semantic())
+    let mut pod_config = watcher::Config::default().any_semantic();
+    if let Some(sel) = &opts.pod_selector {
+        pod_config = pod_config.labels(sel);
+    }
+    let pod_triggers = watcher(pods_api, pod_config)
         .default_backoff()
         .flat_map(move |ev| {
             let listed = matches!(ev, Ok(watcher::Event::InitDone));
