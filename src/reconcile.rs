@@ -268,7 +268,10 @@ pub async fn run(
     let (cache, index) = (pods.clone(), claims.clone());
     // The pod watch feeds the cache and routes each change; the mapping looks up indexes only,
     // so the watch keeps up however many groups a namespace holds.
-    let mut pod_config = watcher::Config::default().any_semantic();
+    // Paged lists (500 pods a page, kube's default): a list at any resourceVersion is served
+    // from the API server's cache, which ignores the page size, and 50,000 pods in one response
+    // would be held whole in memory before the cache reduces them.
+    let mut pod_config = watcher::Config::default();
     if let Some(sel) = &opts.pod_selector {
         pod_config = pod_config.labels(sel);
     }
