@@ -117,6 +117,10 @@ struct RunArgs {
     /// How many groups are reconciled at once (writes within one group are always in order).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
+    /// How many failovers are reconciled at once, in slots of their own: a storm of leader
+    /// losses sends its promotions together instead of queueing them behind status writes.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    failover_concurrency: u16,
     /// Run several replicas: only the holder of the controller Lease writes.
     #[arg(long)]
     leader_elect: bool,
@@ -350,6 +354,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         instance: Some(identity),
         active: active_rx,
         concurrency: args.concurrency,
+        failover_concurrency: args.failover_concurrency,
         fence,
     };
     info!(

@@ -237,6 +237,8 @@ pub struct Options {
     pub active: watch::Receiver<bool>,
     /// How many groups are reconciled at once.
     pub concurrency: u16,
+    /// How many failovers are reconciled at once, besides.
+    pub failover_concurrency: u16,
     /// Whether this replica may write at this instant.
     pub fence: Arc<Fence>,
 }
@@ -317,12 +319,13 @@ pub async fn run(
         .inspect(move |ev| mark_synced(ev, &groups_synced_tx))
         .touched_objects();
 
-    let config = kube::runtime::controller::Config::default().concurrency(opts.concurrency);
-    let routine = Controller::for_stream(group_events, groups.clone()).with_config(config.clone());
+    let config = |n| kube::runtime::controller::Config::default().concurrency(n);
+    let routine =
+        Controller::for_stream(group_events, groups.clone()).with_config(config(opts.concurrency));
     // The urgent queue has no stream of its own: it runs only what failovers put in it, with
     // slots of its own, so a failover never waits behind routine work.
-    let urgent =
-        Controller::for_stream(futures::stream::pending(), groups.clone()).with_config(config);
+    let urgent = Controller::for_stream(futures::stream::pending(), groups.clone())
+        .with_config(config(opts.failover_concurrency));
     let (nodes, node_wakes) = NodeLeases::new(client.clone());
     let reporter = Reporter {
         controller: "podium".into(),
