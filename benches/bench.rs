@@ -65,8 +65,10 @@ fn stats(samples: &[f64]) -> Value {
     json!({"n": s.len(), "p50": pct(50.0), "p90": pct(90.0), "p99": pct(99.0), "max": pct(100.0)})
 }
 
+/// Where results go: `BENCH_OUT` (relative to the checkout), target/bench unless set.
 fn out_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench")
+    let dir = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench".into());
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir)
 }
 
 /// Watches one Service's EndpointSlices and wakes waiters on every change.
@@ -283,7 +285,7 @@ async fn lease_baseline(
     idle_s: u64,
 ) -> LeaseRun {
     let ns = TestNs::new("bench-lease").await;
-    let bin = out_dir().join("lease-baseline");
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/lease-baseline");
     // (LEADING or STOPPED, candidate, unix nanos)
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(bool, String, i128)>();
     let spawn = |id: String| {
@@ -1638,7 +1640,8 @@ async fn main() {
     .unwrap();
     std::fs::write(out_dir().join("report.md"), report(&results)).unwrap();
     println!(
-        "wrote target/bench/results.json and report.md in {} s",
+        "wrote {}/results.json and report.md in {} s",
+        out_dir().display(),
         begun.elapsed().as_secs()
     );
 }
