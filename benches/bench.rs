@@ -2,7 +2,7 @@
 //! client-go's Lease-based election, all measured against the local control plane; and the
 //! application's view: when a member process (the Go client, `podium-member-go`) learns that
 //! it leads or no longer leads, and what each scheme writes to the API server while idle.
-//! Writes target/bench/results.json and target/bench/report.md (plot.py draws the PNG).
+//! Writes results.json and report.md to target/bench, or to `BENCH_OUT` (plot.py draws the PNGs).
 
 #[path = "../e2e/groups.rs"]
 #[allow(dead_code)]
