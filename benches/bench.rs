@@ -2,7 +2,7 @@
 //! client-go's Lease-based election, all measured against the local control plane; and the
 //! application's view: when a member process (the Go client, `podium-member-go`) learns that
 //! it leads or no longer leads, and what each scheme writes to the API server while idle.
-//! Writes target/bench/results.json and target/bench/report.md (plot.py draws the PNG).
+//! Writes results.json and report.md to target/bench, or to `BENCH_OUT` (plot.py draws the PNGs).
 
 #[path = "../e2e/groups.rs"]
 #[allow(dead_code)]
@@ -16,6 +16,7 @@ mod failure_kinds;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use podium::crd::ElectionGroup;
@@ -65,8 +67,10 @@ fn stats(samples: &[f64]) -> Value {
     json!({"n": s.len(), "p50": pct(50.0), "p90": pct(90.0), "p99": pct(99.0), "max": pct(100.0)})
 }
 
+/// Where results go: `BENCH_OUT` (relative to the checkout), target/bench unless set.
 fn out_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench")
+    let dir = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench".into());
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir)
 }
 
 /// Watches one Service's EndpointSlices and wakes waiters on every change.
@@ -283,7 +287,7 @@ async fn lease_baseline(
     idle_s: u64,
 ) -> LeaseRun {
     let ns = TestNs::new("bench-lease").await;
-    let bin = out_dir().join("lease-baseline");
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/lease-baseline");
     // (LEADING or STOPPED, candidate, unix nanos)
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(bool, String, i128)>();
     let spawn = |id: String| {
@@ -825,17 +829,20 @@ async fn app_failover(trials: usize, idle_s: u64) -> AppRun {
     run
 }
 
-/// Creates `n` pods (the i-th from `manifest(i)`) at `concurrency`, and waits until all are Ready.
+/// Creates `n` pods at `concurrency`, the i-th from `manifest(i)` (its namespace and
+/// manifest), and waits until the `selector` pods that `pods` lists number `n` Ready ones.
 async fn create_ready_pods(
-    api: &Api<Pod>,
+    pods: &Api<Pod>,
+    selector: &str,
     n: usize,
     concurrency: usize,
     timeout: Duration,
-    manifest: impl Fn(usize) -> Pod,
+    manifest: impl Fn(usize) -> (String, Pod),
 ) {
+    let client = pods.clone().into_client();
     stream::iter((0..n).map(manifest))
-        .map(|p| {
-            let api = api.clone();
+        .map(|(ns, p)| {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
             async move {
                 api.create(&PostParams::default(), &p).await.unwrap();
             }
@@ -843,14 +850,88 @@ async fn create_ready_pods(
         .buffer_unordered(concurrency)
         .collect::<Vec<_>>()
         .await;
-    wait_for_list(
-        api,
-        watcher::Config::default(),
+    let cfg = watcher::Config::default().labels(selector);
+    count_until(
+        pods,
+        cfg,
+        n,
+        pod_ready,
+        Instant::now(),
         timeout,
         "pods ready",
-        |p| p.len() == n && p.iter().all(|p| pod_ready(p)),
     )
     .await;
+}
+
+/// Watches the objects `api` lists and keeps count, event by event, of those `ok` holds for
+/// (no recount of the lot per event: pods may number 50,000). Until the count reaches `n`,
+/// records `[seconds since start, count]` every 500 ms, and once more at the end; returns
+/// those samples. Panics after `timeout`.
+async fn count_until<K>(
+    api: &Api<K>,
+    cfg: watcher::Config,
+    n: usize,
+    ok: impl Fn(&K) -> bool,
+    start: Instant,
+    timeout: Duration,
+    what: &str,
+) -> Vec<Value>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let events = watcher(api.clone(), cfg).default_backoff();
+    let mut events = std::pin::pin!(events);
+    let (mut live, mut fresh) = (HashMap::new(), None::<HashMap<_, bool>>);
+    let mut count = 0;
+    let sample = |count: usize| {
+        json!([
+            (start.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+            count
+        ])
+    };
+    let mut samples = vec![];
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let deadline = tokio::time::Instant::now() + timeout;
+    while count < n {
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(watcher::Event::Init)) => fresh = Some(HashMap::new()),
+                Some(Ok(watcher::Event::InitApply(o))) => {
+                    fresh.get_or_insert_default().insert(ObjectRef::from_obj(&o), ok(&o));
+                }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    live = fresh.take().unwrap_or_default();
+                    count = live.values().filter(|v| **v).count();
+                }
+                Some(Ok(watcher::Event::Apply(o))) => {
+                    let now = ok(&o);
+                    if live.insert(ObjectRef::from_obj(&o), now) == Some(true) {
+                        count -= 1;
+                    }
+                    count += usize::from(now);
+                }
+                Some(Ok(watcher::Event::Delete(o))) => {
+                    if live.remove(&ObjectRef::from_obj(&o)) == Some(true) {
+                        count -= 1;
+                    }
+                }
+                // The watcher lists again after a backoff.
+                Some(Err(_)) => {}
+                None => panic!("the watch for {what} ended"),
+            },
+            _ = tick.tick() => samples.push(sample(count)),
+            _ = tokio::time::sleep_until(deadline) => {
+                panic!("timed out after {timeout:?} waiting for {what}: {count} of {n}")
+            }
+        }
+    }
+    samples.push(sample(count));
+    samples
 }
 
 /// Raw API capacity when no scale run measures it: label patches of 100 pods from a plain
@@ -861,32 +942,36 @@ async fn raw_patch_rate(concurrency: usize) -> f64 {
     let pods_n = 100;
     create_ready_pods(
         &pods_api,
+        "bench=raw",
         pods_n,
         concurrency,
         Duration::from_secs(120),
-        |i| pod_manifest(&format!("r{i}"), &[("bench", "raw")], &[]),
+        |i| {
+            let pod = pod_manifest(&format!("r{i}"), &[("bench", "raw")], &[]);
+            (ns.name.clone(), pod)
+        },
     )
     .await;
     let raw_n = 1000;
     let start = Instant::now();
-    label_patches(&pods_api, raw_n, concurrency, |i| {
-        format!("r{}", i % pods_n)
+    label_patches(&ns.client, raw_n, concurrency, |i| {
+        (ns.name.clone(), format!("r{}", i % pods_n))
     })
     .await;
     raw_n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// `n` label patches from a plain client at `concurrency`, the i-th on pod `pod(i)`: the API
-/// server's raw write capacity.
+/// `n` label patches from a plain client at `concurrency`, the i-th on pod `pod(i)` (its
+/// namespace and name): the API server's raw write capacity.
 async fn label_patches(
-    api: &Api<Pod>,
+    client: &Client,
     n: usize,
     concurrency: usize,
-    pod: impl Fn(usize) -> String,
+    pod: impl Fn(usize) -> (String, String),
 ) {
     stream::iter((0..n).map(|i| (i, pod(i))))
-        .map(|(i, name)| {
-            let api = api.clone();
+        .map(|(i, (ns, name))| {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
             async move {
                 let patch = json!({"metadata": {"labels": {"bench-raw": i.to_string()}}});
                 api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
@@ -956,12 +1041,13 @@ fn rss_peak_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| (kib / 1024.0 * 10.0).round() / 10.0)
 }
 
-/// Leaders per group, from pod labels.
+/// Leaders per group (namespace/group), from pod labels.
 fn leaders_by_group(pods: &[Arc<Pod>]) -> HashMap<String, Vec<String>> {
     let mut m: HashMap<String, Vec<String>> = HashMap::new();
     for p in pods {
         if label(p.as_ref(), ROLE).as_deref() == Some("leader") {
-            m.entry(label(p.as_ref(), "group").unwrap_or_default())
+            let group = label(p.as_ref(), "group").unwrap_or_default();
+            m.entry(format!("{}/{group}", p.namespace().unwrap_or_default()))
                 .or_default()
                 .push(p.name_any());
         }
@@ -969,146 +1055,507 @@ fn leaders_by_group(pods: &[Arc<Pod>]) -> HashMap<String, Vec<String>> {
     m
 }
 
-async fn scale(groups_n: usize, concurrency: usize) -> (Value, f64) {
-    let ns = TestNs::new(&format!("bench-scale-{groups_n}")).await;
-    let client = ns.client.clone();
-    let pods_n = groups_n * 5;
-    println!("  creating {pods_n} pods and {groups_n} groups");
-    let pods_api = ns.api::<Pod>();
-    create_ready_pods(
-        &pods_api,
-        pods_n,
-        concurrency,
-        Duration::from_secs(600),
-        |i| {
-            let g = format!("g{}", i / 5);
-            pod_manifest(&format!("{g}-{}", i % 5), &[("group", &g)], &[])
-        },
+/// Every pod is labelled and every group has exactly one leader, among `groups` groups.
+fn one_leader_each(pods: &[Arc<Pod>], groups: usize) -> bool {
+    let leaders = leaders_by_group(pods);
+    pods.iter().all(|p| label(p.as_ref(), ROLE).is_some())
+        && leaders.len() == groups
+        && leaders.values().all(|l| l.len() == 1)
+}
+
+/// Pods per group in the scale runs.
+const GROUP_SIZE: usize = 5;
+
+/// The label on one scale run's pods and groups, whatever their namespace.
+const RUN_LABEL: &str = "bench-run";
+
+/// The probe group's pods' labels (its selector is `group=probe`).
+const PROBE_LABELS: [(&str, &str); 1] = [("group", "probe")];
+
+/// A scale run's shape: `namespaces` namespaces of `groups_per_ns` groups of 5 pods. In
+/// `BENCH_SCALES`, `N` is N groups in one namespace and `NxM` is N namespaces of M groups.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    namespaces: usize,
+    groups_per_ns: usize,
+}
+
+impl Shape {
+    fn parse(entry: &str) -> Self {
+        let parsed = match entry.split_once('x') {
+            Some((n, m)) => n.trim().parse().ok().zip(m.trim().parse().ok()),
+            None => entry.trim().parse().ok().map(|m| (1, m)),
+        };
+        match parsed {
+            Some((namespaces, groups_per_ns)) if namespaces > 0 && groups_per_ns > 0 => Self {
+                namespaces,
+                groups_per_ns,
+            },
+            _ => panic!(
+                "BENCH_SCALES entry {entry:?} is neither N (groups in one namespace) nor NxM (N namespaces of M groups)"
+            ),
+        }
+    }
+
+    fn groups(&self) -> usize {
+        self.namespaces * self.groups_per_ns
+    }
+
+    /// `1000` or `1000x10`, as in BENCH_SCALES.
+    fn name(&self) -> String {
+        if self.namespaces == 1 {
+            self.groups_per_ns.to_string()
+        } else {
+            format!("{}x{}", self.namespaces, self.groups_per_ns)
+        }
+    }
+}
+
+/// A short name part that differs between runs.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{:x}{:x}", std::process::id() % 4096, nanos % 65536)
+}
+
+/// The scale runs' operator acts on every namespace: refuse to start it beside ElectionGroups
+/// that are not the bench's (an e2e test's; a group already being deleted only gets the
+/// cleanup its deletion asks for), or beside a podium running in the cluster (two
+/// operators would share the bench's groups), which its controller Lease, renewed within the
+/// last 30 s, gives away.
+async fn assert_cluster_wide_ok(client: &Client) {
+    let foreign: Vec<String> = Api::<ElectionGroup>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("list ElectionGroups")
+        .items
+        .iter()
+        .filter(|g| g.metadata.deletion_timestamp.is_none())
+        .map(|g| format!("{}/{}", g.namespace().unwrap_or_default(), g.name_any()))
+        .filter(|g| !g.starts_with("bench-"))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "the scale runs start podium on every namespace, and these ElectionGroups are not the bench's: {foreign:?}"
+    );
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        client.clone(),
+        "podium-system",
     )
-    .await;
-    let groups_api: Api<ElectionGroup> = ns.api();
-    stream::iter(0..groups_n)
-        .map(|i| {
-            let api = groups_api.clone();
+    .get_opt("podium-controller")
+    .await
+    .ok()
+    .flatten();
+    let renewed = lease
+        .and_then(|l| l.spec?.renew_time)
+        .map(|t| jiff::Timestamp::now().duration_since(t.0));
+    assert!(
+        renewed.is_none_or(|ago| ago > jiff::SignedDuration::from_secs(30)),
+        "a podium runs in the cluster (its Lease podium-system/podium-controller was renewed {renewed:?} ago; make undeploy): it would act on the bench's groups too"
+    );
+}
+
+/// Namespaces made for one scale run. Dropped (pass or fail), they are deleted, each group's
+/// finalizer stripped first since no operator is left to remove it.
+struct BenchNamespaces {
+    client: Client,
+    names: Vec<String>,
+}
+
+impl BenchNamespaces {
+    /// Creates the namespaces at `concurrency` and waits until each has its default
+    /// ServiceAccount (pods cannot be created before).
+    async fn create(client: &Client, names: Vec<String>, concurrency: usize) -> Self {
+        let api = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+        let made = Self {
+            client: client.clone(),
+            names: names.clone(),
+        };
+        stream::iter(names)
+            .map(|name| {
+                let api = api.clone();
+                async move {
+                    let ns = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+                    api.create(&PostParams::default(), &ns)
+                        .await
+                        .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect::<Vec<_>>()
+            .await;
+        let in_run = |sa: &k8s_openapi::api::core::v1::ServiceAccount| {
+            made.names.contains(&sa.namespace().unwrap_or_default())
+        };
+        count_until(
+            &Api::all(client.clone()),
+            watcher::Config::default().fields("metadata.name=default"),
+            made.names.len(),
+            in_run,
+            Instant::now(),
+            Duration::from_secs(300),
+            "default ServiceAccounts",
+        )
+        .await;
+        made
+    }
+
+    /// Deletes the namespaces and waits up to `timeout` until they are gone, so that the next
+    /// run neither shares the nodes' pod capacity with their pods nor pays for their deletion.
+    async fn delete_and_wait(mut self, timeout: Duration) {
+        let names = std::mem::take(&mut self.names);
+        delete_namespaces(self.client.clone(), names.clone()).await;
+        let api = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone());
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = api
+                .list(&ListParams::default())
+                .await
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .filter(|n| names.contains(&n.name_any()))
+                        .count()
+                })
+                .unwrap_or(names.len());
+            if left == 0 {
+                return;
+            }
+            if Instant::now() > deadline {
+                println!("  {left} bench namespaces still terminating after {timeout:?}");
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+impl Drop for BenchNamespaces {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut self.names);
+        if !names.is_empty() {
+            block_on_side_thread(async move { delete_namespaces(client().await, names).await });
+        }
+    }
+}
+
+/// Strips the finalizer of every group in `names` (no operator is left to remove it), then
+/// deletes the namespaces.
+async fn delete_namespaces(client: Client, names: Vec<String>) {
+    stream::iter(names)
+        .map(|name| {
+            let client = client.clone();
+            async move {
+                strip_finalizers(&Api::namespaced(client.clone(), &name)).await;
+                let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await;
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+/// Server-side applies groups (namespace, name), each selecting the pods labelled
+/// `group=<name>`, labelled `bench-run=<run>`.
+async fn apply_groups(
+    client: &Client,
+    run: &str,
+    groups: impl Iterator<Item = (String, String)>,
+    concurrency: usize,
+) {
+    stream::iter(groups)
+        .map(|(ns, name)| {
+            let api: Api<ElectionGroup> = Api::namespaced(client.clone(), &ns);
             async move {
                 let body = json!({"apiVersion": "podium.dev/v1alpha1", "kind": "ElectionGroup",
-                    "metadata": {"name": format!("g{i}")},
-                    "spec": {"selector": {"matchLabels": {"group": format!("g{i}")}}}});
-                api.patch(
-                    &format!("g{i}"),
-                    &PatchParams::apply("bench"),
-                    &Patch::Apply(body),
-                )
-                .await
-                .unwrap();
+                    "metadata": {"name": name, "labels": {RUN_LABEL: run}},
+                    "spec": {"selector": {"matchLabels": {"group": name}}}});
+                api.patch(&name, &PatchParams::apply("bench"), &Patch::Apply(body))
+                    .await
+                    .unwrap();
             }
         })
         .buffer_unordered(concurrency)
         .collect::<Vec<_>>()
         .await;
+}
+
+/// A group has a leader, all its members and has observed its current generation.
+fn settled(g: &ElectionGroup) -> bool {
+    g.status.as_ref().is_some_and(|st| {
+        st.leader.is_some()
+            && st.members == GROUP_SIZE as i32
+            && st.observed_generation == g.metadata.generation
+    })
+}
+
+/// The pod labelled leader among the probe's pods, once there is exactly one and (if `all`)
+/// all 5 are labelled.
+async fn probe_leader(pods: &Api<Pod>, all: bool, timeout: Duration) -> String {
+    let cfg = watcher::Config::default().labels("group=probe");
+    let leaders = |p: &[Arc<Pod>]| {
+        leaders_by_group(p)
+            .into_values()
+            .flatten()
+            .collect::<Vec<_>>()
+    };
+    let led = |p: &[Arc<Pod>]| {
+        let labelled = p.len() == GROUP_SIZE && p.iter().all(|p| label(p.as_ref(), ROLE).is_some());
+        leaders(p).len() == 1 && (labelled || !all)
+    };
+    let pods = wait_for_list(pods, cfg, timeout, "the probe group's leader", led).await;
+    leaders(&pods).remove(0)
+}
+
+/// Failover in a settled group while others converge. Once the operator (`/readyz` on
+/// `port`) has synced its caches: deletes the probe group's leader (grace 0) and times, from a
+/// pod watch, until another probe pod is labelled leader; recreates the deleted pod (same name
+/// and labels), waits until it is Ready, pauses 300 ms, and again until `converged`, and at
+/// least 5 times. Returns the times, how many trials began before convergence ended, and when
+/// (ms after `start`) the operator was ready.
+async fn failover_under_load(
+    probe: &TestNs,
+    port: u16,
+    start: Instant,
+    converged: &AtomicBool,
+    timeout: Duration,
+) -> (Vec<f64>, usize, f64) {
+    let watch = LeaderWatch::start(probe, "group=probe").await;
+    let mut leader = probe_leader(&probe.api(), false, timeout).await;
+    wait_http(port, "/readyz", 200, timeout).await;
+    let ready_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let (mut times, mut during) = (vec![], 0);
+    while !converged.load(Ordering::SeqCst) || times.len() < 5 {
+        during += usize::from(!converged.load(Ordering::SeqCst));
+        let start = Instant::now();
+        probe.delete_pod_now(&leader).await;
+        let (next, seen) = watch.wait_new_leader(&leader, start, timeout).await;
+        times.push(seen.duration_since(start).as_secs_f64() * 1000.0);
+        probe.create_pod(&leader, &PROBE_LABELS).await;
+        probe.wait_running(&leader).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        leader = next;
+    }
+    assert!(
+        watch.max_leaders() <= 1,
+        "a watch saw two probe leaders at once"
+    );
+    (times, during, ready_ms)
+}
+
+/// One scale run of `shape`. Before the cold start, a probe group of 5 pods in a namespace of
+/// its own is led by a short-lived operator. Then the shape's pods (Ready) and groups are
+/// created, the raw patch rate is measured, and one operator starts cold; while the groups
+/// converge, the probe group fails over again and again (failover under load). Then 60 s
+/// idle, and a storm of leader deletions. Returns the row and the raw patch rate.
+///
+/// The operator runs on every namespace in both shapes, so that it sees the probe's namespace
+/// beside the bench's one or many (nothing else may hold ElectionGroups meanwhile).
+async fn scale(shape: Shape, concurrency: usize, create_concurrency: usize) -> (Value, f64) {
+    let client = client().await;
+    assert_cluster_wide_ok(&client).await;
+    let groups_n = shape.groups();
+    let pods_n = groups_n * GROUP_SIZE;
+    let per_ns = shape.groups_per_ns * GROUP_SIZE;
+    // 50,000 pods take many minutes to be scheduled and run on the fake nodes, and their
+    // groups many more to converge on a small machine.
+    let big = pods_n > 5_000;
+    let [pods_timeout, settle_timeout, storm_timeout] = if big {
+        [1800, 3600, 900]
+    } else {
+        [600, 900, 300]
+    }
+    .map(Duration::from_secs);
+    let run = run_id();
+    let prefix = format!("bench-scale-{}-{run}", shape.name());
+    let names: Vec<String> = if shape.namespaces == 1 {
+        vec![prefix.clone()]
+    } else {
+        (0..shape.namespaces)
+            .map(|i| format!("{prefix}-{i}"))
+            .collect()
+    };
+    let probe = TestNs {
+        client: client.clone(),
+        name: format!("bench-probe-{run}"),
+    };
+    let namespaces = BenchNamespaces::create(
+        &client,
+        [probe.name.clone()]
+            .into_iter()
+            .chain(names.clone())
+            .collect(),
+        create_concurrency,
+    )
+    .await;
+
+    // The probe group, led once by an operator of its own before the cold start.
+    let probe_pods = probe.api::<Pod>();
+    create_ready_pods(
+        &probe_pods,
+        "group=probe",
+        GROUP_SIZE,
+        GROUP_SIZE,
+        Duration::from_secs(120),
+        |i| {
+            let pod = pod_manifest(&format!("probe-{i}"), &PROBE_LABELS, &[]);
+            (probe.name.clone(), pod)
+        },
+    )
+    .await;
+    let probe_group = (probe.name.clone(), "probe".to_string());
+    apply_groups(&client, "probe", [probe_group].into_iter(), 1).await;
+    let warm = Operator::start_cluster_wide(&probe.name, &[]);
+    probe_leader(&probe_pods, true, Duration::from_secs(60)).await;
+    warm.kill().await;
+
+    println!(
+        "  creating {pods_n} pods and {groups_n} groups in {} namespace(s)",
+        names.len()
+    );
+    let selector = format!("{RUN_LABEL}={run}");
+    let all_pods: Api<Pod> = Api::all(client.clone());
+    let group_of = |i: usize| format!("g{}", i % per_ns / GROUP_SIZE);
+    let pod_at = |i: usize| {
+        let name = format!("{}-{}", group_of(i), i % GROUP_SIZE);
+        (names[i / per_ns].clone(), name)
+    };
+    create_ready_pods(
+        &all_pods,
+        &selector,
+        pods_n,
+        create_concurrency,
+        pods_timeout,
+        |i| {
+            let (ns, name) = pod_at(i);
+            let pod = pod_manifest(&name, &[("group", &group_of(i)), (RUN_LABEL, &run)], &[]);
+            (ns, pod)
+        },
+    )
+    .await;
+    let groups = (0..groups_n).map(|i| {
+        let ns = names[i / shape.groups_per_ns].clone();
+        (ns, format!("g{}", i % shape.groups_per_ns))
+    });
+    apply_groups(&client, &run, groups, create_concurrency).await;
 
     // Raw capacity first: label patches from a plain client at the operator's concurrency.
     let raw_n = pods_n.min(2000);
     let raw_start = Instant::now();
-    label_patches(&pods_api, raw_n, concurrency, |i| {
-        format!("g{}-{}", i / 5, i % 5)
-    })
-    .await;
+    label_patches(&client, raw_n, concurrency, pod_at).await;
     let raw_per_s = raw_n as f64 / raw_start.elapsed().as_secs_f64();
 
     let before = request_counts(&client).await;
+    let port = free_port();
     let start = Instant::now();
-    let mut op = Operator::start(&ns.name, &["--concurrency", &concurrency.to_string()]).await;
+    let mut op = Operator::start_cluster_wide(
+        &prefix,
+        &[
+            "--concurrency",
+            &concurrency.to_string(),
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+        ],
+    );
     let pid = op_pid(&op);
-    let settled = wait_for_list(
-        &groups_api,
-        watcher::Config::default(),
-        Duration::from_secs(900),
-        "groups settled",
-        |gs| {
-            gs.len() == groups_n
-                && gs.iter().all(|g| {
-                    let st = status(g);
-                    st.leader.is_some()
-                        && st.members == 5
-                        && st.observed_generation == g.metadata.generation
-                })
-        },
-    )
-    .await;
-    wait_for_list(
-        &pods_api,
-        watcher::Config::default(),
-        Duration::from_secs(300),
-        "pods labelled",
-        |p| {
-            p.iter().all(|p| label(p.as_ref(), ROLE).is_some())
-                && leaders_by_group(p).values().all(|l| l.len() == 1)
-                && leaders_by_group(p).len() == groups_n
-        },
-    )
-    .await;
-    let converge_ms = start.elapsed().as_secs_f64() * 1000.0;
-    drop(settled);
-    // Status writes land last; give in-flight Events a moment before counting.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = request_counts(&client).await;
+    let groups_api: Api<ElectionGroup> = Api::all(client.clone());
+    let converged = AtomicBool::new(false);
+    let converge = async {
+        let timeline = count_until(
+            &groups_api,
+            watcher::Config::default().labels(&selector),
+            groups_n,
+            settled,
+            start,
+            settle_timeout,
+            "groups settled",
+        )
+        .await;
+        wait_for_list(
+            &all_pods,
+            watcher::Config::default().labels(&selector),
+            pods_timeout,
+            "pods labelled",
+            |p| p.len() == pods_n && one_leader_each(p, groups_n),
+        )
+        .await;
+        let converge_ms = start.elapsed().as_secs_f64() * 1000.0;
+        converged.store(true, Ordering::SeqCst);
+        // Status writes land last; give in-flight Events a moment before counting.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        (timeline, converge_ms, request_counts(&client).await)
+    };
+    let ((timeline, converge_ms, after), (failover_ms, during, ready_ms)) = tokio::join!(
+        converge,
+        failover_under_load(&probe, port, start, &converged, settle_timeout)
+    );
     let writes = writes_between(&before, &after, &["pods", "electiongroups"]);
-    println!("  converged in {converge_ms:.0} ms with {writes} writes");
+    let failover_stats = stats(&failover_ms);
+    println!(
+        "  converged in {converge_ms:.0} ms with {writes} writes; failover under load ({during} trials during convergence): {failover_stats}"
+    );
 
     let idle_start = jiff::Timestamp::now();
     tokio::time::sleep(Duration::from_secs(60)).await;
     let idle = request_counts(&client).await;
     // Pod and group writes in this window can only be podium's; Events are counted in the
-    // namespace by reporting controller, because other components post Events cluster-wide.
+    // bench namespaces by reporting controller, because other components post Events
+    // cluster-wide.
     let idle_writes = writes_between(&after, &idle, &["pods", "electiongroups"])
-        + podium_events_since(&ns, idle_start).await as f64;
+        + podium_events_since(&client, &names, idle_start).await as f64;
     println!("  idle 60 s: {idle_writes} writes");
 
-    // Storm: delete 100 leaders at once.
-    let storm_n = groups_n.min(100);
-    let gs = groups_api.list(&ListParams::default()).await.unwrap().items;
-    let victims: Vec<(String, String)> = gs
+    // Storm: leaders deleted at once, 1,000 of them from 10,000 groups up.
+    let storm_n = if groups_n >= 10_000 {
+        1000
+    } else {
+        groups_n.min(100)
+    };
+    let gs = groups_api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items;
+    let victims: Vec<(String, String, String)> = gs
         .iter()
         .take(storm_n)
-        .map(|g| (g.name_any(), status(g).leader.unwrap()))
-        .collect();
-    let storm_start = Instant::now();
-    stream::iter(victims.clone())
-        .map(|(_, pod)| {
-            let api = pods_api.clone();
-            async move {
-                api.delete(&pod, &DeleteParams::default().grace_period(0))
-                    .await
-                    .unwrap();
-            }
+        .map(|g| {
+            let ns = g.namespace().unwrap_or_default();
+            (ns, g.name_any(), status(g).leader.unwrap())
         })
-        .buffer_unordered(storm_n)
-        .collect::<Vec<_>>()
-        .await;
-    let storm = storm_times(&pods_api, &victims, storm_start).await;
+        .collect();
+    let storm = storm_times(&all_pods, &selector, &victims, storm_timeout).await;
     let storm_stats = stats(&storm);
     println!("  storm of {storm_n}: {storm_stats}");
     let rss = rss_peak_mib(pid);
     assert!(op.alive());
     op.kill().await;
-    strip_finalizers(&groups_api).await;
-    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
-        .delete(&ns.name, &DeleteParams::background())
-        .await;
+    namespaces.delete_and_wait(pods_timeout).await;
+    let bound_ms = |writes: usize| (writes as f64 / raw_per_s * 1000.0).round();
     (
-        json!({"groups": groups_n, "pods": pods_n, "converge_ms": converge_ms.round(), "writes": writes,
-               "min_writes": pods_n + groups_n, "idle_writes_60s": idle_writes,
-               "rss_mib": rss, "storm_p50_ms": storm_stats["p50"], "storm_p99_ms": storm_stats["p99"],
-               "concurrency": concurrency}),
+        json!({"groups": groups_n, "namespaces": shape.namespaces, "groups_per_namespace": shape.groups_per_ns,
+               "pods": pods_n, "operator_ready_ms": ready_ms.round(), "converge_ms": converge_ms.round(), "api_bound_ms": bound_ms(pods_n + groups_n),
+               "raw_patch_per_s": (raw_per_s * 10.0).round() / 10.0, "writes": writes,
+               "min_writes": pods_n + groups_n, "idle_writes_60s": idle_writes, "rss_mib": rss,
+               "storm_n": storm_n, "storm_p50_ms": storm_stats["p50"], "storm_p99_ms": storm_stats["p99"],
+               "storm_api_bound_ms": bound_ms(storm_n), "failover_under_load_ms": failover_stats,
+               "failover_under_load_trials_during_convergence": during,
+               "concurrency": concurrency, "timeline": timeline}),
         raw_per_s,
     )
 }
 
-/// Events podium created or updated in the namespace since `since`.
-async fn podium_events_since(ns: &TestNs, since: jiff::Timestamp) -> usize {
-    let events = ns
-        .api::<k8s_openapi::api::events::v1::Event>()
+/// Events podium created or updated in `namespaces` since `since`.
+async fn podium_events_since(
+    client: &Client,
+    namespaces: &[String],
+    since: jiff::Timestamp,
+) -> usize {
+    let events = Api::<k8s_openapi::api::events::v1::Event>::all(client.clone())
         .list(&ListParams::default())
         .await
         .map(|l| l.items)
@@ -1116,6 +1563,7 @@ async fn podium_events_since(ns: &TestNs, since: jiff::Timestamp) -> usize {
     events
         .iter()
         .filter(|e| e.reporting_controller.as_deref() == Some("podium"))
+        .filter(|e| namespaces.contains(&e.namespace().unwrap_or_default()))
         .filter(|e| {
             let last = e
                 .series
@@ -1131,27 +1579,66 @@ fn op_pid(op: &Operator) -> u32 {
     op.pid().expect("operator pid")
 }
 
-/// For each (group, deleted leader): ms until another pod of that group is labelled leader.
-async fn storm_times(pods: &Api<Pod>, victims: &[(String, String)], start: Instant) -> Vec<f64> {
-    let mut waiting: HashMap<String, String> = victims.iter().cloned().collect();
-    let mut times = vec![];
-    let stream = watcher(pods.clone(), watcher::Config::default()).applied_objects();
-    let mut stream = std::pin::pin!(stream);
-    let deadline = start + Duration::from_secs(300);
-    while !waiting.is_empty() && Instant::now() < deadline {
-        let Ok(Ok(Some(p))) =
-            tokio::time::timeout(Duration::from_secs(30), stream.try_next()).await
-        else {
-            break;
-        };
-        let g = label(&p, "group").unwrap_or_default();
-        if label(&p, ROLE).as_deref() == Some("leader")
-            && waiting.get(&g).is_some_and(|old| *old != p.name_any())
-        {
-            waiting.remove(&g);
-            times.push(start.elapsed().as_secs_f64() * 1000.0);
+/// Deletes each victim's leader (grace 0) and returns, per victim (namespace, group, leader),
+/// the ms from before the first deletion until another pod of its group is labelled leader,
+/// as a watch of the `selector` pods sees it. The watch lists first, so that no relabel is
+/// seen late; the deletions go out 100 at a time, as fast as the API server takes them.
+async fn storm_times(
+    pods: &Api<Pod>,
+    selector: &str,
+    victims: &[(String, String, String)],
+    timeout: Duration,
+) -> Vec<f64> {
+    let client = pods.clone().into_client();
+    let mut waiting: HashMap<(String, String), String> = victims
+        .iter()
+        .map(|(ns, g, leader)| ((ns.clone(), g.clone()), leader.clone()))
+        .collect();
+    let events = watcher(pods.clone(), watcher::Config::default().labels(selector));
+    let mut events = std::pin::pin!(events);
+    loop {
+        match events.try_next().await {
+            Ok(Some(watcher::Event::InitDone)) => break,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the storm's pod watch ended before its first list"),
+            Err(e) => panic!("the storm's pod watch failed before its first list: {e}"),
         }
     }
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let delete = stream::iter(victims)
+        .map(|(ns, _, pod)| {
+            let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+            async move {
+                api.delete(pod, &DeleteParams::default().grace_period(0))
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(100)
+        .collect::<Vec<_>>();
+    let promoted = async {
+        let mut times = vec![];
+        while !waiting.is_empty() {
+            let p = match tokio::time::timeout_at(deadline, events.try_next()).await {
+                Ok(Ok(Some(watcher::Event::Apply(p) | watcher::Event::InitApply(p)))) => p,
+                Ok(Ok(Some(_))) => continue,
+                _ => break,
+            };
+            let key = (
+                p.namespace().unwrap_or_default(),
+                label(&p, "group").unwrap_or_default(),
+            );
+            if label(&p, ROLE).as_deref() == Some("leader")
+                && waiting.get(&key).is_some_and(|old| *old != p.name_any())
+            {
+                waiting.remove(&key);
+                times.push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        times
+    };
+    let (_, times) = tokio::join!(delete, promoted);
     assert!(
         waiting.is_empty(),
         "{} groups never got a new leader",
@@ -1290,22 +1777,28 @@ fn report(r: &Value) -> String {
     ));
     md.push_str(&app_report(r));
     md.push_str(&failure_kinds::report(&r["failure_kinds"]));
-    md.push_str("## Scale (one operator, groups of 5 pods)\n\n| groups | pods | converge ms | writes | min writes | idle writes 60 s | peak RSS MiB | storm p50 ms | storm p99 ms |\n|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("## Scale (one operator, groups of 5 pods)\n\n| groups | namespaces | pods | converge ms | API bound ms | writes | min writes | idle writes 60 s | peak RSS MiB | storm n | storm p50 ms | storm p99 ms | storm bound ms | failover under load p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for s in r["scale"].as_array().unwrap() {
-        md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            s["groups"],
-            s["pods"],
-            cell(&s["converge_ms"]),
-            cell(&s["writes"]),
-            s["min_writes"],
-            cell(&s["idle_writes_60s"]),
-            cell(&s["rss_mib"]),
-            cell(&s["storm_p50_ms"]),
-            cell(&s["storm_p99_ms"])
-        ));
+        let row = [
+            &s["groups"],
+            &s["namespaces"],
+            &s["pods"],
+            &s["converge_ms"],
+            &s["api_bound_ms"],
+            &s["writes"],
+            &s["min_writes"],
+            &s["idle_writes_60s"],
+            &s["rss_mib"],
+            &s["storm_n"],
+            &s["storm_p50_ms"],
+            &s["storm_p99_ms"],
+            &s["storm_api_bound_ms"],
+            &s["failover_under_load_ms"]["p99"],
+        ];
+        let cells: Vec<String> = row.into_iter().map(cell).collect();
+        md.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
-    md.push_str("\n`writes` counts PATCHes of pods and ElectionGroups from the API server's `apiserver_request_total`; `min_writes` is one pod write per pod plus one status write per group. The difference is the finalizer each group gets on first sight (one metadata write per group). `idle writes` counts pod and ElectionGroup writes plus the Events podium posted in the bench namespace. In the storm each group costs two pod writes: the terminating leader is relabelled follower before the successor is labelled leader (break-before-make).\n");
+    md.push_str("\n`writes` counts PATCHes of pods and ElectionGroups from the API server's `apiserver_request_total`; `min_writes` is one pod write per pod plus one status write per group. The difference is the finalizer each group gets on first sight (one metadata write per group), and the probe group's writes (below). `API bound` is `min_writes` at the raw patch rate a plain client reaches at the operator's concurrency (`raw_patch_per_s`): no operator converges faster. `idle writes` counts pod and ElectionGroup writes plus the Events podium posted in the bench namespaces. In the storm, `storm n` leaders are deleted at once (1,000 from 10,000 groups up, else up to 100); each group costs two pod writes: the terminating leader is relabelled follower before the successor is labelled leader (break-before-make); `storm bound` is one write per promotion at the raw patch rate. `failover under load`: once the cold-started operator has synced its caches (`operator_ready_ms` in results.json), and while the groups converge, the leader of an unrelated, settled group of 5 pods (in a namespace of its own) is deleted again and again, timed until another of its pods is labelled leader. The operator runs on every namespace; `NxM` runs spread the groups over N namespaces.\n");
     md
 }
 
@@ -1409,16 +1902,18 @@ async fn main() {
     let node_loss_trials = env_usize("BENCH_NODE_LOSS_TRIALS", 5);
     let kind_lease_trials = env_usize("BENCH_KIND_LEASE_TRIALS", 5);
     let tuned = LeaseTimings::tuned_from_env();
-    let mut scales: Vec<usize> = std::env::var("BENCH_SCALES")
+    // Pods and groups for the scale runs are created faster than the operator writes.
+    let create_concurrency = env_usize("BENCH_CREATE_CONCURRENCY", 64);
+    let mut scales: Vec<Shape> = std::env::var("BENCH_SCALES")
         .unwrap_or_else(|_| "100,1000".into())
         .split(',')
-        .filter_map(|g| g.trim().parse().ok())
+        .filter(|e| !e.trim().is_empty())
+        .map(Shape::parse)
         .collect();
-    if let Some(g) = std::env::var("BENCH_GROUPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    if let Ok(g) = std::env::var("BENCH_GROUPS")
+        && !g.trim().is_empty()
     {
-        scales.push(g);
+        scales.push(Shape::parse(&g));
     }
     std::fs::create_dir_all(out_dir()).unwrap();
     let begun = Instant::now();
@@ -1496,9 +1991,12 @@ async fn main() {
 
     let mut scale_rows = vec![];
     let mut raw = 0.0;
-    for g in scales {
-        println!("scale: {g} groups");
-        let (row, raw_per_s) = scale(g, concurrency).await;
+    for shape in scales {
+        println!(
+            "scale: {} namespace(s) of {} groups",
+            shape.namespaces, shape.groups_per_ns
+        );
+        let (row, raw_per_s) = scale(shape, concurrency, create_concurrency).await;
         raw = f64::max(raw, raw_per_s);
         scale_rows.push(row);
     }
@@ -1638,7 +2136,8 @@ async fn main() {
     .unwrap();
     std::fs::write(out_dir().join("report.md"), report(&results)).unwrap();
     println!(
-        "wrote target/bench/results.json and report.md in {} s",
+        "wrote {}/results.json and report.md in {} s",
+        out_dir().display(),
         begun.elapsed().as_secs()
     );
 }

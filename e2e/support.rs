@@ -329,6 +329,29 @@ impl Operator {
         kubeconfig: &std::path::Path,
         extra: &[&str],
     ) -> Self {
+        Self::spawn(log, Some(namespace), kubeconfig, extra)
+    }
+
+    /// Starts `podium run` on every namespace (no `--namespace`), with extra arguments; logs go
+    /// to `target/e2e-logs/<log_name>.log`. It acts on every ElectionGroup in the cluster.
+    #[allow(dead_code, reason = "the bench's scale runs use it; no e2e test does")]
+    pub fn start_cluster_wide(log_name: &str, extra: &[&str]) -> Self {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
+        Self::spawn(
+            &dir.join(format!("{log_name}.log")),
+            None,
+            &kubeconfig_path(),
+            extra,
+        )
+    }
+
+    /// Starts `podium run`, scoped to `namespace` if given, appending its output to `log`.
+    fn spawn(
+        log: &std::path::Path,
+        namespace: Option<&str>,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+    ) -> Self {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir).expect("log dir");
         }
@@ -338,12 +361,11 @@ impl Operator {
             .open(log)
             .expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_podium"));
-        cmd.arg("run")
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .arg("--namespace")
-            .arg(namespace)
-            .args(extra)
+        cmd.arg("run").arg("--kubeconfig").arg(kubeconfig);
+        if let Some(namespace) = namespace {
+            cmd.arg("--namespace").arg(namespace);
+        }
+        cmd.args(extra)
             .env(
                 "RUST_LOG",
                 std::env::var("PODIUM_E2E_LOG").unwrap_or_else(|_| "info,podium=debug".into()),
