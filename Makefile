@@ -131,13 +131,15 @@ bench: cluster-up go-client ## Benchmarks (about 20 minutes): target/bench/{resu
 # The operator runs on every namespace, so they run on a cluster of their own (podium-scale,
 # state in target/cluster-scale), brought up before and down after, pass or fail: no e2e test's
 # groups meet it, and the shared cluster's etcd never holds the 50,000 pods.
+bench-scale: BENCH_OUT ?= target/bench-scale
 bench-scale: ## Scale runs only (BENCH_SCALES=10000,1000x10; an hour or more) on a cluster of their own: target/bench-scale/{results.json,report.md,scale.png}
 	PODIUM_CLUSTER=scale e2e/cluster/up.sh
-	status=0; PODIUM_CLUSTER=scale BENCH_OUT=target/bench-scale BENCH_SCALES=$${BENCH_SCALES:-10000,1000x10} \
+	status=0; PODIUM_CLUSTER=scale BENCH_OUT=$(BENCH_OUT) BENCH_SCALES=$${BENCH_SCALES:-10000,1000x10} \
+	  PODIUM_E2E_LOG=$${PODIUM_E2E_LOG:-info} \
 	  BENCH_TRIALS=0 BENCH_APP_TRIALS=0 BENCH_IDLE_SECONDS=0 BENCH_HANDOFFS=0 \
 	  BENCH_LEASE_KILLS=0 BENCH_LEASE_RELEASES=0 BENCH_LEASE_TUNED_KILLS=0 \
 	  BENCH_KIND_TRIALS=0 BENCH_NODE_LOSS_TRIALS=0 BENCH_KIND_LEASE_TRIALS=0 \
 	  cargo bench --bench bench || status=$$?; \
 	PODIUM_CLUSTER=scale e2e/cluster/down.sh; exit $$status
 	[ -x target/bench/venv/bin/python ] || (python3 -m venv target/bench/venv && target/bench/venv/bin/pip install --quiet matplotlib)
-	target/bench/venv/bin/python benches/plot.py target/bench-scale
+	target/bench/venv/bin/python benches/plot.py $(BENCH_OUT)
