@@ -342,13 +342,22 @@ async fn a_pod_selector_limits_what_podium_caches_and_a_bad_one_stops_it() {
     s.apply_group("api", json!({"selector": {"matchLabels": {"app": "x"}}}))
         .await
         .unwrap();
-    let g = s.wait_leader("api", "app=x", "p1").await;
+    let g = s.wait_leader("api", "podium-member=yes", "p1").await;
     assert_eq!(status(&g).members, 2);
-    let p0 =
-        s.ns.api::<k8s_openapi::api::core::v1::Pod>()
-            .get("p0")
-            .await
-            .unwrap();
+    let pods = s.ns.api::<k8s_openapi::api::core::v1::Pod>();
+    let p0 = pods.get("p0").await.unwrap();
     assert_eq!(label(&p0, "podium.dev/role"), None);
     assert_eq!(annotation(&p0, "podium.dev/group"), None);
+
+    // The leader leaves the pod selector: to the scoped watch it is gone, but the pod still
+    // carries podium's keys, so podium takes them off before p2 leads.
+    s.ns.set_label("p1", "podium-member", None).await;
+    let g = s.wait_leader("api", "podium-member=yes", "p2").await;
+    assert_eq!(status(&g).members, 1);
+    let p1 = wait_for_object(&pods, "p1", Duration::from_secs(30), |p| {
+        label(p, "podium.dev/role").is_none()
+    })
+    .await;
+    assert_eq!(annotation(&p1, "podium.dev/group"), None);
+    assert_eq!(annotation(&p1, "podium.dev/term"), None);
 }

@@ -1,7 +1,8 @@
 //! The pod cache: every pod in scope reduced to what the election reads, indexed by namespace,
 //! by label and by the group podium labelled it for. Finding a group's pods, or the groups a pod
-//! event concerns, then costs what those pods cost, not what the cluster holds; and a pod costs
-//! a few hundred bytes instead of the kilobytes of a full `Pod`.
+//! event concerns, then costs what those pods cost, not what the cluster holds (a group whose
+//! selector requires no label value still looks at its whole namespace); and a pod costs its
+//! names, labels and podium's annotations instead of the kilobytes of a full `Pod`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -39,6 +40,10 @@ pub struct CachedPod {
     pub terminating: bool,
     /// The node it runs on.
     pub node: Option<String>,
+    /// Gone from a watch scoped by a pod label selector while carrying podium's annotation: it
+    /// may only have stopped matching that selector. Kept, as no member of any group, until
+    /// podium has taken its keys off (or learned it is gone).
+    pub out_of_scope: bool,
 }
 
 impl CachedPod {
@@ -61,6 +66,7 @@ impl CachedPod {
             ready,
             terminating: false,
             node,
+            out_of_scope: false,
         };
         cached.set_metadata(pod.metadata);
         cached
@@ -205,6 +211,8 @@ pub struct Change {
 
 #[derive(Default)]
 struct State {
+    /// Keep pods podium labelled when the watch says they are gone (see `out_of_scope`).
+    keep_unselected: bool,
     namespaces: HashMap<String, Namespace>,
     /// A relist in progress: the pods listed so far. The old state is served until it completes.
     relisting: Option<Vec<CachedPod>>,
@@ -223,6 +231,17 @@ impl State {
             before,
             after: Some(after),
         }
+    }
+
+    /// A pod the watch no longer shows: deleted, or (under a pod selector) out of scope.
+    fn vanished(&mut self, pod: CachedPod) -> Change {
+        if self.keep_unselected && pod.annotations.contains_key(GROUP_ANNOTATION) {
+            return self.upsert(CachedPod {
+                out_of_scope: true,
+                ..pod
+            });
+        }
+        self.delete(&pod.namespace, &pod.name)
     }
 
     fn delete(&mut self, namespace: &str, name: &str) -> Change {
@@ -275,13 +294,17 @@ impl State {
                 });
             }
         }
-        // What the relist no longer shows was deleted while the watch was down.
-        changes.extend(old.into_values().flat_map(|ns| {
-            ns.pods.into_values().map(|before| Change {
-                before: Some(before),
-                after: None,
-            })
-        }));
+        // What the relist no longer shows was deleted (or left the pod selector) while the
+        // watch was down.
+        let vanished: Vec<Arc<CachedPod>> = old
+            .into_values()
+            .flat_map(|ns| ns.pods.into_values())
+            .collect();
+        for before in vanished {
+            let mut change = self.vanished(before.as_ref().clone());
+            change.before = Some(before);
+            changes.push(change);
+        }
         changes
     }
 }
@@ -293,6 +316,30 @@ pub struct PodCache {
 }
 
 impl PodCache {
+    /// A cache for a watch scoped by a pod label selector: a pod podium labelled that the watch
+    /// drops is kept out of scope, not forgotten (it may still carry a leader's label).
+    pub fn scoped_by_selector() -> Self {
+        Self {
+            state: RwLock::new(State {
+                keep_unselected: true,
+                ..State::default()
+            }),
+        }
+    }
+
+    /// Forgets a pod kept out of scope once podium's keys are off it or it is gone.
+    pub fn forget_out_of_scope(&self, namespace: &str, name: &str, uid: &str) {
+        let mut state = self.write();
+        let kept = state
+            .namespaces
+            .get(namespace)
+            .and_then(|ns| ns.pods.get(name))
+            .is_some_and(|p| p.out_of_scope && p.uid == uid);
+        if kept {
+            state.delete(namespace, name);
+        }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -307,10 +354,7 @@ impl PodCache {
         let mut state = self.write();
         match event {
             watcher::Event::Apply(pod) => vec![state.upsert(CachedPod::from_pod(pod))],
-            watcher::Event::Delete(pod) => {
-                let p = CachedPod::from_pod(pod);
-                vec![state.delete(&p.namespace, &p.name)]
-            }
+            watcher::Event::Delete(pod) => vec![state.vanished(CachedPod::from_pod(pod))],
             watcher::Event::Init => {
                 state.relisting = Some(vec![]);
                 vec![]
@@ -400,6 +444,24 @@ mod tests {
         .unwrap()
     }
 
+    fn put(c: &PodCache, ns: &str, name: &str, rv: &str, app: &str) -> Vec<Change> {
+        c.apply(watcher::Event::Apply(pod(
+            ns,
+            name,
+            rv,
+            json!({"app": app}),
+        )))
+    }
+
+    fn gone(c: &PodCache, ns: &str, name: &str, rv: &str, app: &str) -> Vec<Change> {
+        c.apply(watcher::Event::Delete(pod(
+            ns,
+            name,
+            rv,
+            json!({"app": app}),
+        )))
+    }
+
     fn names(mut pods: Vec<Arc<CachedPod>>) -> Vec<String> {
         pods.sort_by(|a, b| a.name.cmp(&b.name));
         pods.iter().map(|p| p.name.clone()).collect()
@@ -421,24 +483,9 @@ mod tests {
     #[test]
     fn finds_pods_by_label_and_by_group() {
         let c = PodCache::default();
-        c.apply(watcher::Event::Apply(pod(
-            "ns",
-            "a",
-            "1",
-            json!({"app": "x"}),
-        )));
-        c.apply(watcher::Event::Apply(pod(
-            "ns",
-            "b",
-            "1",
-            json!({"app": "y"}),
-        )));
-        c.apply(watcher::Event::Apply(pod(
-            "other",
-            "c",
-            "1",
-            json!({"app": "x"}),
-        )));
+        put(&c, "ns", "a", "1", "x");
+        put(&c, "ns", "b", "1", "y");
+        put(&c, "other", "c", "1", "x");
         let x = Anchor::Equal("app".into(), "x".into());
         assert_eq!(names(c.candidates("ns", &x)), ["a"]);
         let xy = Anchor::In("app".into(), vec!["x".into(), "y".into()]);
@@ -446,22 +493,31 @@ mod tests {
         assert_eq!(names(c.candidates("ns", &Anchor::Scan)), ["a", "b"]);
         assert_eq!(names(c.labelled_for("ns", "g")), ["a", "b"]);
         // A label change moves the pod in the index.
-        let change = c.apply(watcher::Event::Apply(pod(
-            "ns",
-            "a",
-            "2",
-            json!({"app": "y"}),
-        )));
+        let change = put(&c, "ns", "a", "2", "y");
         assert_eq!(change[0].before.as_ref().unwrap().labels["app"], "x");
         assert!(c.candidates("ns", &x).is_empty());
-        c.apply(watcher::Event::Delete(pod(
-            "ns",
-            "b",
-            "3",
-            json!({"app": "y"}),
-        )));
+        gone(&c, "ns", "b", "3", "y");
         assert_eq!(names(c.candidates("ns", &xy)), ["a"]);
         assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn under_a_pod_selector_a_labelled_pod_that_vanishes_is_kept_out_of_scope() {
+        let c = PodCache::scoped_by_selector();
+        put(&c, "ns", "a", "1", "x");
+        let change = gone(&c, "ns", "a", "1", "x");
+        assert!(change[0].after.as_ref().unwrap().out_of_scope);
+        assert!(c.get("ns", "a").unwrap().out_of_scope);
+        // Only the same pod, and only while out of scope, is forgotten.
+        c.forget_out_of_scope("ns", "a", "other-uid");
+        assert!(c.get("ns", "a").is_some());
+        c.forget_out_of_scope("ns", "a", "u-a");
+        assert!(c.get("ns", "a").is_none());
+        // Without a pod selector a delete is a delete.
+        let plain = PodCache::default();
+        put(&plain, "ns", "a", "1", "x");
+        gone(&plain, "ns", "a", "1", "x");
+        assert!(plain.get("ns", "a").is_none());
     }
 
     #[test]

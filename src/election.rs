@@ -162,12 +162,12 @@ pub struct Plan {
     /// The pod writes go before the status write: a failover to the reserved successor, whose
     /// term status already records, with nothing to fence first.
     pub labels_first: bool,
-    /// Pod writes, each acknowledged before the next; made after `status` is stored unless
-    /// `labels_first`.
+    /// Pod writes; those before `neutral_from` each acknowledged before the next, after
+    /// `status` is stored unless `labels_first`.
     pub writes: Vec<PodWrite>,
     /// `writes[neutral_from..]` neither give nor take leadership (new followers, released
-    /// followers): they may land in any order and before status, so status can record the
-    /// reserved successor at the version they leave it (no second status write).
+    /// followers): they may land in any order, and the reserved successor's before status, so
+    /// that status records it at the version that write leaves it (no second status write).
     pub neutral_from: usize,
     /// The status to write (only written when it differs), before the pod writes unless
     /// `labels_first`.

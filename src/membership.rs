@@ -114,7 +114,8 @@ pub fn membership<'p>(
     for pod in pods {
         let labels = &pod.labels;
         let ours = pod.annotations.get(GROUP_ANNOTATION) == Some(&me.name);
-        let selected = selector.matches(labels);
+        // A pod out of the operator's pod selector is no member of anything, only departed.
+        let selected = !pod.out_of_scope && selector.matches(labels);
         let holder = selected
             .then(|| {
                 others

@@ -160,6 +160,8 @@ pub struct Context {
     promotion_failures: Mutex<HashMap<String, (u32, std::time::Instant)>>,
     /// The node Leases of the nodes hosting leaders and reserved successors.
     pub nodes: NodeLeases,
+    /// Groups the urgent queue hands back to the routine one, to keep their timers there.
+    handed_back: futures::channel::mpsc::UnboundedSender<ObjectRef<Guarded>>,
 }
 
 /// A candidate whose promotion failed this many times in a row is passed over…
@@ -264,9 +266,13 @@ pub async fn run(
     let (pods_synced_tx, pods_synced) = watch::channel(false);
     let (groups_synced_tx, groups_synced) = watch::channel(false);
 
-    let pods = Arc::new(PodCache::default());
+    let pods = Arc::new(match opts.pod_selector {
+        Some(_) => PodCache::scoped_by_selector(),
+        None => PodCache::default(),
+    });
     let claims = Arc::new(Claims::default());
     let (urgent_tx, urgent_rx) = futures::channel::mpsc::unbounded();
+    let (handed_back, handed_back_rx) = futures::channel::mpsc::unbounded();
     let (cache, index) = (pods.clone(), claims.clone());
     // The pod watch feeds the cache and routes each change; the mapping looks up indexes only,
     // so the watch keeps up however many groups a namespace holds.
@@ -346,6 +352,7 @@ pub async fn run(
         fence: opts.fence.clone(),
         promotion_failures: Mutex::default(),
         nodes,
+        handed_back,
     });
     // Becoming active re-examines every group: a standby's caches are warm but it acted on nothing.
     let became_active = futures::stream::unfold(opts.active.clone(), |mut rx| async move {
@@ -368,6 +375,7 @@ pub async fn run(
     let shutdown = shutdown.shared();
     let routine = routine
         .reconcile_on(pod_triggers)
+        .reconcile_on(handed_back_rx)
         .reconcile_all_on(became_active)
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx.clone())
@@ -377,8 +385,10 @@ pub async fn run(
         .reconcile_on(urgent_rx)
         .reconcile_on(node_wakes)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_urgent, error_policy, ctx)
         .for_each(|res| log_result(res, "urgent"));
+    // Both in this one task: the two controllers wait for the same store, whose readiness
+    // wakes only one waiter; here the other is polled again on the same wake-up.
     futures::join!(routine, urgent);
 }
 
@@ -398,6 +408,19 @@ fn mark_synced<K>(ev: &Result<watcher::Event<K>, watcher::Error>, synced: &watch
     if matches!(ev, Ok(watcher::Event::InitDone)) {
         synced.send_replace(true);
     }
+}
+
+/// A failover's reconcile. Its timers (the next handoff, maxTerm) belong to the routine queue:
+/// the group is handed back there, which decides again and schedules them, so that scheduled
+/// work never takes a failover's slot.
+async fn reconcile_urgent(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(obj.as_ref());
+    let action = reconcile(obj, ctx.clone()).await?;
+    if action != Action::await_change() {
+        // Closed only at shutdown.
+        let _ = ctx.handed_back.unbounded_send(key);
+    }
+    Ok(Action::await_change())
 }
 
 async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -548,12 +571,25 @@ fn gather(
 ) -> Gathered {
     let name = current.name_any();
     // The pods the selector can match, by its anchor label, and those podium labelled for the
-    // group (they may have left the selector): what these cost, not what the namespace holds.
+    // group (they may have left the selector).
+    // Also the pods status names: a leader whose cached copy predates podium's own write (so
+    // neither its labels nor its annotation index it here yet) must still be seen.
+    let status = current.status.as_ref();
+    let named = status
+        .map(|s| {
+            let successor = s.successor.as_ref().and_then(|x| x.pod.as_deref());
+            [s.leader.as_deref(), successor]
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| ctx.pods.get(ns, n));
     let pods: HashMap<String, Arc<CachedPod>> = ctx
         .pods
         .candidates(ns, &anchor(&settings.selector))
         .into_iter()
         .chain(ctx.pods.labelled_for(ns, &name))
+        .chain(named)
         .filter(|p| !ctx.overlay.pod_gone(p))
         .map(|p| ctx.overlay.pod(&p))
         .chain(unseen)
@@ -710,10 +746,10 @@ async fn decide_and_apply(
     .await
 }
 
-/// Applies a plan: status first (it records any new term; a failover to the reserved successor
-/// labels first), then the handoff request, then pods one by one in the plan's order, then the
-/// Lease mirror; the Events last, so that they never
-/// compete with a failover's writes.
+/// Applies a plan: the reserved successor's follower write, then status (it records any new
+/// term), then the handoff request, then the writes that move leadership one by one in the
+/// plan's order, then the other followers a few at a time, then the Lease mirror; a failover to
+/// the reserved successor labels it first and writes status last. Events are queued last.
 #[allow(clippy::too_many_arguments)]
 async fn apply_plan(
     current: &mut ElectionGroup,
@@ -735,22 +771,42 @@ async fn apply_plan(
         role_label: &settings.role_label,
         old_role_label: old.role_label.as_deref(),
     };
-    let (ordered, neutral) = plan.writes.split_at(plan.neutral_from);
-    // A failover to the reserved successor labels it first: status already records its term.
-    if plan.labels_first
-        && let Pass::Stale = write_pods(current, ns, ordered, Order::InTurn, &keys, g, ctx).await?
-    {
-        return Ok(Pass::Stale);
+    let writes = std::mem::take(&mut plan.writes);
+    let (ordered, neutral) = writes.split_at(plan.neutral_from);
+    let mut rest: Vec<&election::PodWrite> = neutral.iter().collect();
+    if plan.labels_first {
+        // A failover to the reserved successor labels it first: status already records its term.
+        if let Pass::Stale = write_pods(current, ns, ordered, Order::InTurn, &keys, g, ctx).await? {
+            return Ok(Pass::Stale);
+        }
+        if let Pass::Stale =
+            write_pods(current, ns, neutral, Order::AnyOrder, &keys, g, ctx).await?
+        {
+            return Ok(Pass::Stale);
+        }
+        rest.clear();
+    } else if let Some(w) = successor_write(&plan, neutral) {
+        // Only the reserved successor's own follower write goes before status, so that status
+        // pins it at the version that write leaves it (one status write for a new group, not
+        // two). Should it fail, it is made again with the others after the leader, where a
+        // failure is reported.
+        apply::fenced(ctx)?;
+        match write_pod(ns, w, &keys, g, ctx).await {
+            Ok(Outcome::Done) => {
+                repin_successor(&mut plan, w, g, ctx);
+                rest.retain(|r| r.uid != w.uid);
+            }
+            Ok(Outcome::Stale) => return Ok(Pass::Stale),
+            Ok(Outcome::Gone) | Err(_) => {}
+        }
     }
-    // Writes that move no leadership go before status, all at once.
-    if let Pass::Stale = write_pods(current, ns, neutral, Order::AllAtOnce, &keys, g, ctx).await? {
-        return Ok(Pass::Stale);
-    }
-    repin_successor(&mut plan, g, ctx);
     if let Pass::Stale = record_status(current, ns, old, &plan, ctx, failover_since).await? {
         return Ok(Pass::Stale);
     }
-    let pass = apply_recorded(current, ns, &plan, &keys, g, mirror, ctx).await;
+    let ordered = if plan.labels_first { &[][..] } else { ordered };
+    let rest: Vec<election::PodWrite> = rest.into_iter().cloned().collect();
+    let after_status = (ordered, rest.as_slice());
+    let pass = apply_recorded(current, ns, &plan, after_status, &keys, g, mirror, ctx).await;
     // Announced once the status that records it is stored, whatever happens to the pods: the
     // decision that finishes the job announces nothing new.
     publish(current, &plan.notes, ctx);
@@ -760,19 +816,25 @@ async fn apply_plan(
     pass
 }
 
-/// Pins the reserved successor to the version podium's own write just gave it, as the next
+/// The follower write of the reserved successor, if the plan makes one.
+fn successor_write<'a>(
+    plan: &Plan,
+    neutral: &'a [election::PodWrite],
+) -> Option<&'a election::PodWrite> {
+    let uid = plan.status.successor.as_ref()?.uid.as_ref()?;
+    neutral.iter().find(|w| &w.uid == uid)
+}
+
+/// Pins the reserved successor to the version podium's own write `w` just gave it, as the next
 /// decision would: status is then written once instead of twice.
-fn repin_successor(plan: &mut Plan, g: &Gathered, ctx: &Context) {
+fn repin_successor(plan: &mut Plan, w: &election::PodWrite, g: &Gathered, ctx: &Context) {
     let Some(s) = plan.status.successor.as_mut() else {
         return;
     };
-    let neutral = &plan.writes[plan.neutral_from..];
-    let Some(w) = neutral.iter().find(|w| Some(&w.uid) == s.uid.as_ref()) else {
-        return;
-    };
-    if s.resource_version != w.resource_version {
+    if s.uid.as_ref() != Some(&w.uid) || s.resource_version != w.resource_version {
         return;
     }
+    // The write just acknowledged is in the overlay: the version it produced.
     let written = g
         .pods
         .get(&w.pod)
@@ -784,10 +846,12 @@ fn repin_successor(plan: &mut Plan, g: &Gathered, ctx: &Context) {
 }
 
 /// The writes that follow a stored status: the handoff request, the pods, the Lease mirror.
+#[allow(clippy::too_many_arguments)]
 async fn apply_recorded(
     current: &mut ElectionGroup,
     ns: &str,
     plan: &Plan,
+    (ordered, rest): (&[election::PodWrite], &[election::PodWrite]),
     keys: &PodKeys<'_>,
     g: &Gathered,
     mirror: Option<LeaseMirror>,
@@ -798,18 +862,10 @@ async fn apply_recorded(
     {
         return Ok(Pass::Stale);
     }
-    if !plan.labels_first
-        && let Pass::Stale = write_pods(
-            current,
-            ns,
-            &plan.writes[..plan.neutral_from],
-            Order::InTurn,
-            keys,
-            g,
-            ctx,
-        )
-        .await?
-    {
+    if let Pass::Stale = write_pods(current, ns, ordered, Order::InTurn, keys, g, ctx).await? {
+        return Ok(Pass::Stale);
+    }
+    if let Pass::Stale = write_pods(current, ns, rest, Order::AnyOrder, keys, g, ctx).await? {
         return Ok(Pass::Stale);
     }
     if let Some(mirror) = mirror
@@ -829,9 +885,12 @@ async fn apply_recorded(
 enum Order {
     /// Each acknowledged before the next: they move leadership.
     InTurn,
-    /// All at once: their order does not matter.
-    AllAtOnce,
+    /// A few at a time, in any order: they move no leadership.
+    AnyOrder,
 }
+
+/// Pod writes in flight at once for one group, when their order does not matter.
+const WRITES_AT_ONCE: usize = 8;
 
 /// One pod write of a plan, recorded against the cached copy it was decided from.
 fn write_pod<'a>(
@@ -844,7 +903,8 @@ fn write_pod<'a>(
     apply::pod(ns, w, keys, g.pods.get(&w.pod).cloned(), ctx)
 }
 
-/// Makes pod writes; a failure is reported and ends the batch, a conflict makes it stale.
+/// Makes pod writes, each only while the controller Lease is held; a failure is reported and
+/// ends the batch, a conflict makes the decision stale.
 async fn write_pods(
     current: &mut ElectionGroup,
     ns: &str,
@@ -854,23 +914,24 @@ async fn write_pods(
     g: &Gathered,
     ctx: &Context,
 ) -> Result<Pass, Error> {
-    let write = |w| write_pod(ns, w, keys, g, ctx);
+    let at_once = match order {
+        Order::InTurn => 1,
+        Order::AnyOrder => WRITES_AT_ONCE,
+    };
     let mut pass = Pass::Done(Action::await_change());
-    if order == Order::AllAtOnce && !writes.is_empty() {
+    for batch in writes.chunks(at_once) {
+        // Each batch leaves at one instant, only while the Lease is held.
         apply::fenced(ctx)?;
-        let results = futures::future::join_all(writes.iter().map(write)).await;
-        for (w, result) in writes.iter().zip(results) {
+        let results =
+            futures::future::join_all(batch.iter().map(|w| write_pod(ns, w, keys, g, ctx))).await;
+        for (w, result) in batch.iter().zip(results) {
             if let Pass::Stale = settle_pod_write(current, ns, w, result, ctx).await? {
                 pass = Pass::Stale;
             }
         }
-        return Ok(pass);
-    }
-    for w in writes {
-        apply::fenced(ctx)?;
-        let result = write(w).await;
-        if let Pass::Stale = settle_pod_write(current, ns, w, result, ctx).await? {
-            return Ok(Pass::Stale);
+        // The rest was decided on what just changed.
+        if let Pass::Stale = pass {
+            break;
         }
     }
     Ok(pass)
@@ -913,13 +974,19 @@ async fn settle_pod_write(
             if promotion {
                 ctx.promotion_succeeded(&w.uid);
             }
+            if matches!(w.change, PodChange::Release { .. }) {
+                ctx.pods.forget_out_of_scope(ns, &w.pod, &w.uid);
+            }
             debug!(pod = %w.pod, change = ?w.change, "pod written");
             Ok(Pass::Done(Action::await_change()))
         }
         // A pod that is gone carries no label any more: taking its labels off is done; only a
         // promotion needs a new decision. (A same-named replacement fails the UID precondition
         // with a conflict instead.)
-        Ok(Outcome::Gone) if !promotion => Ok(Pass::Done(Action::await_change())),
+        Ok(Outcome::Gone) if !promotion => {
+            ctx.pods.forget_out_of_scope(ns, &w.pod, &w.uid);
+            Ok(Pass::Done(Action::await_change()))
+        }
         Ok(Outcome::Stale | Outcome::Gone) => Ok(Pass::Stale),
         Err(source) => {
             let role = match &w.change {
@@ -1030,9 +1097,18 @@ async fn cleanup(group: &mut ElectionGroup, ns: &str, ctx: &Context) -> Result<P
         role_label: &group.spec.role_label,
         old_role_label: group.status.as_ref().and_then(|s| s.role_label.as_deref()),
     };
-    let released: Vec<Arc<CachedPod>> = ctx
-        .pods
-        .labelled_for(ns, &name)
+    // Those the cache shows labelled for the group, and those its selector picks, whose label
+    // podium may have just written without the cache showing it yet.
+    let selected = Claim::of(group).selector.map(|s| anchor(&s));
+    let mut pods = ctx.pods.labelled_for(ns, &name);
+    pods.extend(
+        selected
+            .map(|a| ctx.pods.candidates(ns, &a))
+            .unwrap_or_default(),
+    );
+    pods.sort_by(|a, b| a.name.cmp(&b.name));
+    pods.dedup_by(|a, b| a.name == b.name);
+    let released: Vec<Arc<CachedPod>> = pods
         .iter()
         .map(|p| ctx.overlay.pod(p))
         .filter(|p| p.annotations.get(GROUP_ANNOTATION) == Some(&name))
@@ -1055,7 +1131,7 @@ async fn cleanup(group: &mut ElectionGroup, ns: &str, ctx: &Context) -> Result<P
             },
         };
         match apply::pod(ns, &w, &keys, Some(pod.clone()), ctx).await {
-            Ok(Outcome::Done | Outcome::Gone) => {}
+            Ok(Outcome::Done | Outcome::Gone) => ctx.pods.forget_out_of_scope(ns, &w.pod, &w.uid),
             Ok(Outcome::Stale) => return Ok(Pass::Stale),
             Err(source) => {
                 return Err(Error::PodWrite {

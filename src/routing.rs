@@ -1,5 +1,6 @@
-//! Which groups a pod change concerns, and which of the two queues it goes to: a failover (the
-//! leader deleted, terminating, NotReady or relabelled) goes to the urgent queue, ahead of the
+//! Which groups a pod change concerns, and which of the two queues it goes to: a failover (a pod
+//! carrying podium's leader annotations deleted, terminating, NotReady, relabelled or out of the
+//! pod selector) goes to the urgent queue, ahead of the
 //! routine work of a cold start, a resync or a mass relabel. Both queues share one lock per
 //! group, so a group is never reconciled by both at once.
 
@@ -41,6 +42,7 @@ fn ends_leadership(before: &CachedPod, after: Option<&CachedPod>) -> bool {
         None => true,
         Some(a) => {
             (a.terminating && !before.terminating)
+                || (a.out_of_scope && !before.out_of_scope)
                 || (before.is_ready() && !a.is_ready())
                 || a.labels != before.labels
                 || a.uid != before.uid
@@ -85,7 +87,8 @@ pub struct GroupLocks {
     locks: Mutex<HashMap<ObjectRef<Guarded>, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// A held group lock; dropping it releases the lock and forgets it once nobody waits for it.
+/// A held group lock; dropping it releases the lock, and forgets it when nobody else holds or
+/// awaits it (an entry whose waiter was cancelled stays until that group is locked again).
 pub struct GroupLock<'a> {
     guard: Option<OwnedMutexGuard<()>>,
     key: ObjectRef<Guarded>,

@@ -150,7 +150,6 @@ fn plan_from(
         ws.iter().cloned().map(Step::Pod).collect()
     };
     let (ordered, neutral) = plan.writes.split_at(plan.neutral_from);
-    let (ordered, neutral) = (steps(ordered), steps(neutral));
     let mut group = Vec::new();
     let mut rv = Some(view.group.rv);
     if plan.status != view.group.status {
@@ -160,13 +159,20 @@ fn plan_from(
     if plan.clear_handoff_request {
         group.push(Step::ClearRequest(rv));
     }
-    // The reconciler's order: a failover to the reserved successor labels it first; otherwise
-    // the neutral writes, then status, then the writes that move leadership.
+    // The reconciler's order: a failover to the reserved successor labels it first and writes
+    // status last; otherwise the successor's follower write, status, the writes that move
+    // leadership, the other followers. (The reconciler also pins the successor at the version
+    // its write produced; this model keeps the decided pin, which only makes the next failover
+    // write status first.)
     if plan.labels_first {
-        [ordered, neutral, group].concat()
-    } else {
-        [neutral, group, ordered].concat()
+        return [steps(ordered), steps(neutral), group].concat();
     }
+    let successor = plan.status.successor.as_ref().and_then(|s| s.uid.clone());
+    let (early, rest): (Vec<_>, Vec<_>) = neutral
+        .iter()
+        .cloned()
+        .partition(|w| Some(&w.uid) == successor.as_ref());
+    [steps(&early), group, steps(ordered), steps(&rest)].concat()
 }
 
 /// The group writes after a status write are conditional on the version it produced.
