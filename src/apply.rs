@@ -126,10 +126,12 @@ pub async fn status(
         "metadata": {"resourceVersion": current.resource_version()},
         "status": merge_diff(&old, &new),
     });
-    match api
+    let slot = ctx.write_slot().await;
+    let written = api
         .patch_status(&name, &params(), &Patch::Merge(body))
-        .await
-    {
+        .await;
+    drop(slot);
+    match written {
         Ok(written) => {
             ctx.metrics.status_written();
             ctx.overlay.group_written(written.clone());
@@ -156,14 +158,16 @@ async fn group_metadata(
     let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
     let mut metadata = metadata;
     metadata["resourceVersion"] = json!(current.resource_version());
-    match api
+    let slot = ctx.write_slot().await;
+    let written = api
         .patch_metadata(
             &name,
             &params(),
             &Patch::Merge(json!({ "metadata": metadata })),
         )
-        .await
-    {
+        .await;
+    drop(slot);
+    match written {
         Ok(meta) => {
             current.metadata = meta.metadata;
             ctx.overlay.group_written(current.clone());
@@ -264,10 +268,12 @@ pub async fn pod(
 ) -> Result<Outcome, kube::Error> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let patch = pod_patch(w, keys);
-    match api
+    let slot = ctx.write_slot().await;
+    let written = api
         .patch_metadata(&w.pod, &params(), &Patch::Merge(&patch))
-        .await
-    {
+        .await;
+    drop(slot);
+    match written {
         Ok(written) => {
             ctx.metrics.pod_written();
             if let Some(cached) = cached {
@@ -376,11 +382,13 @@ pub async fn publish_lease(
     spec.lease_transitions = want.lease_transitions;
     spec.acquire_time = want.acquire_time;
     spec.renew_time = want.renew_time;
+    let slot = ctx.write_slot().await;
     let result = if lease.metadata.resource_version.is_some() {
         api.replace(&name, &PostParams::default(), &lease).await
     } else {
         api.create(&PostParams::default(), &lease).await
     };
+    drop(slot);
     match result {
         Ok(_) => Ok(Outcome::Done),
         Err(e) if is_conflict(&e) => Ok(Outcome::Stale),

@@ -21,8 +21,8 @@ use crate::metrics::Metrics;
 
 /// Events waiting to be written; more are dropped.
 const QUEUE: usize = 4096;
-/// Events written at once.
-const WORKERS: usize = 4;
+/// Events written at once (at most: each also needs a routine write slot).
+const WORKERS: usize = 2;
 
 /// Numbers the Events this process writes.
 static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -34,17 +34,25 @@ pub struct Publisher {
     reporter: Reporter,
     queue: mpsc::Sender<K8sEvent>,
     metrics: Arc<Metrics>,
+    /// Queued Events are written in routine write slots: never ahead of a failover's writes.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Publisher {
     /// A publisher writing through `client`, with its workers started on the current runtime.
-    pub fn start(client: Client, reporter: Reporter, metrics: Arc<Metrics>) -> Self {
+    pub fn start(
+        client: Client,
+        reporter: Reporter,
+        metrics: Arc<Metrics>,
+        slots: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
         let publisher = Self {
             client,
             reporter,
             queue,
             metrics,
+            slots,
         };
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..WORKERS {
@@ -55,7 +63,10 @@ impl Publisher {
                     let Some(event) = next else {
                         return;
                     };
-                    if let Err(e) = p.create(&event).await {
+                    let slot = p.slots.acquire().await;
+                    let created = p.create(&event).await;
+                    drop(slot);
+                    if let Err(e) = created {
                         warn!(error = %e, reason = ?event.reason, "cannot publish event");
                     }
                 }

@@ -114,7 +114,9 @@ struct RunArgs {
     /// Name reported on Events and held in the controller Lease (defaults to $POD_NAME, else host name and pid).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
-    /// How many groups are reconciled at once (writes within one group are always in order).
+    /// Routine API writes (and Events) in flight at once, with twice as many routine reconciles;
+    /// a failover's writes are not counted (see --failover-concurrency). Writes that move
+    /// leadership within one group are always made in order.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
     /// How many failovers are reconciled at once, in slots of their own: a storm of leader

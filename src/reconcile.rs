@@ -162,6 +162,15 @@ pub struct Context {
     pub nodes: NodeLeases,
     /// Groups the urgent queue hands back to the routine one, to keep their timers there.
     handed_back: futures::channel::mpsc::UnboundedSender<ObjectRef<Guarded>>,
+    /// Routine writes (and Events) in flight at once. A failover's writes take none: with the
+    /// API server busy, a request waits behind those already in flight, so routine work may
+    /// only keep a few there.
+    pub routine_writes: Arc<tokio::sync::Semaphore>,
+}
+
+tokio::task_local! {
+    /// Set while a reconcile of the urgent queue runs: its writes take no routine write slot.
+    static URGENT: bool;
 }
 
 /// A candidate whose promotion failed this many times in a row is passed over…
@@ -170,6 +179,15 @@ const PROMOTION_TRIES: u32 = 3;
 const PASSED_OVER_FOR: Duration = Duration::from_secs(300);
 
 impl Context {
+    /// Waits for a routine write slot, unless this is a failover's reconcile; hold it for the
+    /// length of one request.
+    pub async fn write_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if URGENT.try_with(|u| *u).unwrap_or(false) {
+            return None;
+        }
+        self.routine_writes.acquire().await.ok()
+    }
+
     /// Members whose promotion keeps failing, to be passed over for now.
     fn passed_over(&self, members: &[election::Member]) -> Vec<String> {
         let failures = self
@@ -326,13 +344,16 @@ pub async fn run(
         .touched_objects();
 
     let config = |n| kube::runtime::controller::Config::default().concurrency(n);
-    let routine =
-        Controller::for_stream(group_events, groups.clone()).with_config(config(opts.concurrency));
+    // Twice as many routine reconciles as routine write slots, so that one deciding leaves no
+    // slot idle.
+    let routine = Controller::for_stream(group_events, groups.clone())
+        .with_config(config(opts.concurrency.saturating_mul(2)));
     // The urgent queue has no stream of its own: it runs only what failovers put in it, with
     // slots of its own, so a failover never waits behind routine work.
     let urgent = Controller::for_stream(futures::stream::pending(), groups.clone())
         .with_config(config(opts.failover_concurrency));
     let (nodes, node_wakes) = NodeLeases::new(client.clone());
+    let routine_writes = Arc::new(tokio::sync::Semaphore::new(usize::from(opts.concurrency)));
     let reporter = Reporter {
         controller: "podium".into(),
         instance: opts.instance.clone(),
@@ -344,7 +365,8 @@ pub async fn run(
         claims,
         locks: GroupLocks::default(),
         synced: (pods_synced.clone(), groups_synced.clone()),
-        recorder: Publisher::start(client, reporter, metrics.clone()),
+        recorder: Publisher::start(client, reporter, metrics.clone(), routine_writes.clone()),
+        routine_writes,
         metrics,
         active: opts.active.clone(),
         overlay: Overlay::default(),
@@ -415,7 +437,7 @@ fn mark_synced<K>(ev: &Result<watcher::Event<K>, watcher::Error>, synced: &watch
 /// work never takes a failover's slot.
 async fn reconcile_urgent(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(obj.as_ref());
-    let action = reconcile(obj, ctx.clone()).await?;
+    let action = URGENT.scope(true, reconcile(obj, ctx.clone())).await?;
     if action != Action::await_change() {
         // Closed only at shutdown.
         let _ = ctx.handed_back.unbounded_send(key);
@@ -1168,6 +1190,7 @@ async fn report_unreadable(obj: &Guarded, error: &str, ctx: &Context) -> Result<
         "metadata": {"resourceVersion": obj.meta().resource_version},
         "status": {"conditions": [condition], "observedGeneration": obj.meta().generation},
     });
+    let _slot = ctx.write_slot().await;
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .map_err(|source| Error::Status {
