@@ -1533,9 +1533,11 @@ async fn scale(
             (ns, g.name_any(), status(g).leader.unwrap())
         })
         .collect();
-    let (storm, storm_deleted_ms) =
+    let (storm, storm_deleted_ms, since_own) =
         storm_times(&all_pods, &selector, &victims, storm_timeout).await;
     let storm_stats = stats(&storm);
+    let since_own = stats(&since_own);
+    println!("  storm, each from its own leader's deletion: {since_own}");
     println!(
         "  storm of {storm_n}: {storm_stats}; the last deletion answered after {storm_deleted_ms:.0} ms"
     );
@@ -1551,7 +1553,7 @@ async fn scale(
                "pods": pods_n, "operator_ready_ms": ready_ms.round(), "converge_ms": converge_ms.round(), "api_bound_ms": bound_ms(pods_n + groups_n),
                "raw_patch_per_s": (raw_per_s * 10.0).round() / 10.0, "writes": writes,
                "min_writes": pods_n + groups_n, "idle_writes_60s": idle_writes, "rss_mib": rss,
-               "storm_n": storm_n, "storm_deleted_ms": storm_deleted_ms.round(), "storm_p50_ms": storm_stats["p50"], "storm_p99_ms": storm_stats["p99"],
+               "storm_n": storm_n, "storm_deleted_ms": storm_deleted_ms.round(), "storm_from_own_deletion_ms": since_own, "storm_p50_ms": storm_stats["p50"], "storm_p99_ms": storm_stats["p99"],
                "storm_api_bound_ms": bound_ms(storm_n), "failover_under_load_ms": failover_stats,
                "failover_under_load_trials_during_convergence": during,
                "concurrency": concurrency, "timeline": timeline}),
@@ -1598,7 +1600,7 @@ async fn storm_times(
     selector: &str,
     victims: &[(String, String, String)],
     timeout: Duration,
-) -> (Vec<f64>, f64) {
+) -> (Vec<f64>, f64, Vec<f64>) {
     let client = pods.clone().into_client();
     let mut waiting: HashMap<(String, String), String> = victims
         .iter()
@@ -1616,13 +1618,21 @@ async fn storm_times(
     }
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
+    // When each deletion was answered: the API server takes its time over a thousand of them,
+    // so each group's failover is also timed from its own leader's deletion.
+    let answered: std::sync::Mutex<HashMap<(String, String), f64>> = Default::default();
     let delete = stream::iter(victims)
         .map(|(ns, _, pod)| {
             let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+            let answered = &answered;
             async move {
                 api.delete(pod, &DeleteParams::default().grace_period(0))
                     .await
                     .unwrap();
+                answered.lock().unwrap().insert(
+                    (ns.clone(), pod.clone()),
+                    start.elapsed().as_secs_f64() * 1000.0,
+                );
             }
         })
         .buffer_unordered(100)
@@ -1633,6 +1643,7 @@ async fn storm_times(
     };
     let promoted = async {
         let mut times = vec![];
+        let mut victim_times = vec![];
         while !waiting.is_empty() {
             let p = match tokio::time::timeout_at(deadline, events.try_next()).await {
                 Ok(Ok(Some(watcher::Event::Apply(p) | watcher::Event::InitApply(p)))) => p,
@@ -1646,19 +1657,27 @@ async fn storm_times(
             if label(&p, ROLE).as_deref() == Some("leader")
                 && waiting.get(&key).is_some_and(|old| *old != p.name_any())
             {
-                waiting.remove(&key);
-                times.push(start.elapsed().as_secs_f64() * 1000.0);
+                let old = waiting.remove(&key).unwrap_or_default();
+                let now = start.elapsed().as_secs_f64() * 1000.0;
+                times.push(now);
+                victim_times.push((key.0, old, now));
             }
         }
-        times
+        (times, victim_times)
     };
-    let (deleted_ms, times) = tokio::join!(delete, promoted);
+    let (deleted_ms, (times, victim_times)) = tokio::join!(delete, promoted);
     assert!(
         waiting.is_empty(),
         "{} groups never got a new leader",
         waiting.len()
     );
-    (times, deleted_ms)
+    // A new leader can be labelled before the deletion's answer reaches the bench: 0 then.
+    let answered = answered.into_inner().unwrap();
+    let since_own: Vec<f64> = victim_times
+        .into_iter()
+        .filter_map(|(ns, pod, at)| answered.get(&(ns, pod)).map(|d| (at - d).max(0.0)))
+        .collect();
+    (times, deleted_ms, since_own)
 }
 
 async fn strip_finalizers(api: &Api<ElectionGroup>) {

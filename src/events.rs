@@ -36,6 +36,8 @@ pub struct Publisher {
     metrics: Arc<Metrics>,
     /// Queued Events are written in routine write slots: never ahead of a failover's writes.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Failovers in progress: Events wait for them, as routine writes do.
+    failovers: tokio::sync::watch::Sender<usize>,
 }
 
 impl Publisher {
@@ -45,6 +47,7 @@ impl Publisher {
         reporter: Reporter,
         metrics: Arc<Metrics>,
         slots: Arc<tokio::sync::Semaphore>,
+        failovers: tokio::sync::watch::Sender<usize>,
     ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
         let publisher = Self {
@@ -53,6 +56,7 @@ impl Publisher {
             queue,
             metrics,
             slots,
+            failovers,
         };
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..WORKERS {
@@ -63,6 +67,7 @@ impl Publisher {
                     let Some(event) = next else {
                         return;
                     };
+                    crate::reconcile::pause_for_failovers(&p.failovers).await;
                     let slot = p.slots.acquire().await;
                     let created = p.create(&event).await;
                     drop(slot);

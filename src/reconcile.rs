@@ -166,6 +166,34 @@ pub struct Context {
     /// API server busy, a request waits behind those already in flight, so routine work may
     /// only keep a few there.
     pub routine_writes: Arc<tokio::sync::Semaphore>,
+    /// How many failovers are being reconciled now; routine writes wait while any is.
+    failovers: watch::Sender<usize>,
+}
+
+/// The longest a routine write waits for failovers to finish: a stuck one must not stop the rest.
+const FAILOVER_PAUSE: Duration = Duration::from_secs(1);
+
+/// Waits (up to [`FAILOVER_PAUSE`]) until no failover is being reconciled: a failover's requests
+/// then meet only the routine ones already in flight at the API server, not new ones.
+pub async fn pause_for_failovers(failovers: &watch::Sender<usize>) {
+    let mut rx = failovers.subscribe();
+    let _ = tokio::time::timeout(FAILOVER_PAUSE, rx.wait_for(|n| *n == 0)).await;
+}
+
+/// Counts a failover's reconcile while it runs (also when it is cancelled).
+struct FailoverRunning<'a>(&'a watch::Sender<usize>);
+
+impl<'a> FailoverRunning<'a> {
+    fn start(failovers: &'a watch::Sender<usize>) -> Self {
+        failovers.send_modify(|n| *n = n.saturating_add(1));
+        Self(failovers)
+    }
+}
+
+impl Drop for FailoverRunning<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 tokio::task_local! {
@@ -185,6 +213,7 @@ impl Context {
         if URGENT.try_with(|u| *u).unwrap_or(false) {
             return None;
         }
+        pause_for_failovers(&self.failovers).await;
         self.routine_writes.acquire().await.ok()
     }
 
@@ -354,6 +383,7 @@ pub async fn run(
         .with_config(config(opts.failover_concurrency));
     let (nodes, node_wakes) = NodeLeases::new(client.clone());
     let routine_writes = Arc::new(tokio::sync::Semaphore::new(usize::from(opts.concurrency)));
+    let failovers = watch::Sender::new(0usize);
     let reporter = Reporter {
         controller: "podium".into(),
         instance: opts.instance.clone(),
@@ -365,8 +395,15 @@ pub async fn run(
         claims,
         locks: GroupLocks::default(),
         synced: (pods_synced.clone(), groups_synced.clone()),
-        recorder: Publisher::start(client, reporter, metrics.clone(), routine_writes.clone()),
+        recorder: Publisher::start(
+            client,
+            reporter,
+            metrics.clone(),
+            routine_writes.clone(),
+            failovers.clone(),
+        ),
         routine_writes,
+        failovers,
         metrics,
         active: opts.active.clone(),
         overlay: Overlay::default(),
@@ -437,7 +474,10 @@ fn mark_synced<K>(ev: &Result<watcher::Event<K>, watcher::Error>, synced: &watch
 /// work never takes a failover's slot.
 async fn reconcile_urgent(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(obj.as_ref());
-    let action = URGENT.scope(true, reconcile(obj, ctx.clone())).await?;
+    let running = FailoverRunning::start(&ctx.failovers);
+    let action = URGENT.scope(true, reconcile(obj, ctx.clone())).await;
+    drop(running);
+    let action = action?;
     if action != Action::await_change() {
         // Closed only at shutdown.
         let _ = ctx.handed_back.unbounded_send(key);
