@@ -180,7 +180,7 @@ pub async fn pause_for_failovers(failovers: &watch::Sender<usize>) {
     let _ = tokio::time::timeout(FAILOVER_PAUSE, rx.wait_for(|n| *n == 0)).await;
 }
 
-/// Counts a failover's reconcile while it runs (also when it is cancelled).
+/// Counts a failover's reconcile while it runs, holding its group (also when it is cancelled).
 struct FailoverRunning<'a>(&'a watch::Sender<usize>);
 
 impl<'a> FailoverRunning<'a> {
@@ -474,10 +474,7 @@ fn mark_synced<K>(ev: &Result<watcher::Event<K>, watcher::Error>, synced: &watch
 /// work never takes a failover's slot.
 async fn reconcile_urgent(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(obj.as_ref());
-    let running = FailoverRunning::start(&ctx.failovers);
-    let action = URGENT.scope(true, reconcile(obj, ctx.clone())).await;
-    drop(running);
-    let action = action?;
+    let action = URGENT.scope(true, reconcile(obj, ctx.clone())).await?;
     if action != Action::await_change() {
         // Closed only at shutdown.
         let _ = ctx.handed_back.unbounded_send(key);
@@ -491,6 +488,12 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
     }
     let key = ObjectRef::from_obj(obj.as_ref());
     let _serial = ctx.locks.lock(&key).await;
+    // Counted only once it holds the group: a failover waiting for a routine reconcile of the
+    // same group must not hold that one's writes back.
+    let _failover = URGENT
+        .try_with(|u| *u)
+        .unwrap_or(false)
+        .then(|| FailoverRunning::start(&ctx.failovers));
     let (mut pods_synced, mut groups_synced) = ctx.synced.clone();
     pods_synced
         .wait_for(|s| *s)
