@@ -1126,10 +1126,20 @@ fn run_id() -> String {
 /// operators would share the bench's groups), which its controller Lease, renewed within the
 /// last 30 s, gives away.
 async fn assert_cluster_wide_ok(client: &Client) {
-    let foreign: Vec<String> = Api::<ElectionGroup>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .expect("list ElectionGroups")
+    // A freshly started API server answers 429 while its storage for the CRD initializes.
+    let api = Api::<ElectionGroup>::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let groups = loop {
+        match api.list(&ListParams::default()).await {
+            Ok(l) => break l,
+            Err(e) if Instant::now() < deadline => {
+                println!("  listing ElectionGroups: {e}; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => panic!("list ElectionGroups: {e}"),
+        }
+    };
+    let foreign: Vec<String> = groups
         .items
         .iter()
         .filter(|g| g.metadata.deletion_timestamp.is_none())
