@@ -961,6 +961,29 @@ async fn raw_patch_rate(concurrency: usize) -> f64 {
     raw_n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The raw patch rate at each concurrency of `BENCH_RAW_SWEEP` (`1,4,16,64` unless set; `none`
+/// skips it), `n` patches each: how many requests in flight the API server needs to reach its
+/// capacity, which is what `--concurrency` should be chosen from.
+async fn raw_sweep(
+    client: &Client,
+    n: usize,
+    pod: impl Fn(usize) -> (String, String) + Copy,
+) -> BTreeMap<String, f64> {
+    let list = std::env::var("BENCH_RAW_SWEEP").unwrap_or_else(|_| "1,4,16,64".into());
+    let mut rates = BTreeMap::new();
+    for c in list
+        .split(',')
+        .filter_map(|c| c.trim().parse::<usize>().ok())
+    {
+        let start = Instant::now();
+        label_patches(client, n, c.max(1), pod).await;
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        println!("  raw label patches at concurrency {c}: {rate:.1}/s");
+        rates.insert(format!("{c:02}"), (rate * 10.0).round() / 10.0);
+    }
+    rates
+}
+
 /// `n` label patches from a plain client at `concurrency`, the i-th on pod `pod(i)` (its
 /// namespace and name): the API server's raw write capacity.
 async fn label_patches(
@@ -1031,14 +1054,48 @@ fn writes_between(
 }
 
 fn rss_peak_mib(pid: u32) -> f64 {
+    proc_status_mib(pid, "VmHWM:")
+}
+
+/// A line of /proc/<pid>/status given in kB, in MiB to one decimal (0 when unreadable).
+fn proc_status_mib(pid: u32, key: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kib| (kib / 1024.0 * 10.0).round() / 10.0)
+}
+
+/// The operator's resident memory once a second, to show when its peak happens.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Value>>,
+}
+
+impl RssSampler {
+    fn start(pid: u32, start: Instant) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut samples = vec![];
+            while !done.load(Ordering::SeqCst) {
+                let t = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+                samples.push(json!([t, proc_status_mib(pid, "VmRSS:")]));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            samples
+        });
+        Self { stop, task }
+    }
+
+    /// `[seconds since the operator started, MiB]` pairs.
+    async fn stop(self) -> Vec<Value> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.unwrap_or_default()
+    }
 }
 
 /// Leaders per group (namespace/group), from pod labels.
@@ -1463,6 +1520,7 @@ async fn scale(
     let raw_start = Instant::now();
     label_patches(&client, raw_n, concurrency, pod_at).await;
     let raw_per_s = raw_n as f64 / raw_start.elapsed().as_secs_f64();
+    let raw_sweep = raw_sweep(&client, raw_n, pod_at).await;
 
     let before = request_counts(&client).await;
     let port = free_port();
@@ -1477,6 +1535,7 @@ async fn scale(
         ],
     );
     let pid = op_pid(&op);
+    let rss = RssSampler::start(pid, start);
     let groups_api: Api<ElectionGroup> = Api::all(client.clone());
     let converged = AtomicBool::new(false);
     let converge = async {
@@ -1551,6 +1610,7 @@ async fn scale(
     println!(
         "  storm of {storm_n}: {storm_stats}; the last deletion answered after {storm_deleted_ms:.0} ms"
     );
+    let rss_timeline = rss.stop().await;
     let rss = rss_peak_mib(pid);
     assert!(op.alive());
     op.kill().await;
@@ -1558,15 +1618,18 @@ async fn scale(
     let wait = if last { Duration::ZERO } else { pods_timeout };
     namespaces.delete_and_wait(wait).await;
     let bound_ms = |writes: usize| (writes as f64 / raw_per_s * 1000.0).round();
+    // The bound at the best concurrency swept: what no operator beats at any concurrency.
+    let best_per_s = raw_sweep.values().copied().fold(raw_per_s, f64::max);
+    let best_bound_ms = ((pods_n + groups_n) as f64 / best_per_s * 1000.0).round();
     (
         json!({"groups": groups_n, "namespaces": shape.namespaces, "groups_per_namespace": shape.groups_per_ns,
-               "pods": pods_n, "operator_ready_ms": ready_ms.round(), "converge_ms": converge_ms.round(), "api_bound_ms": bound_ms(pods_n + groups_n),
-               "raw_patch_per_s": (raw_per_s * 10.0).round() / 10.0, "writes": writes,
+               "pods": pods_n, "operator_ready_ms": ready_ms.round(), "converge_ms": converge_ms.round(), "api_bound_ms": bound_ms(pods_n + groups_n), "api_bound_best_ms": best_bound_ms,
+               "raw_patch_per_s": (raw_per_s * 10.0).round() / 10.0, "raw_patch_per_s_by_concurrency": raw_sweep, "writes": writes,
                "min_writes": pods_n + groups_n, "idle_writes_60s": idle_writes, "rss_mib": rss,
                "storm_n": storm_n, "storm_deleted_ms": storm_deleted_ms.round(), "storm_from_own_deletion_ms": since_own, "storm_p50_ms": storm_stats["p50"], "storm_p99_ms": storm_stats["p99"],
                "storm_api_bound_ms": bound_ms(storm_n), "failover_under_load_ms": failover_stats,
                "failover_under_load_trials_during_convergence": during,
-               "concurrency": concurrency, "timeline": timeline}),
+               "concurrency": concurrency, "timeline": timeline, "rss_timeline": rss_timeline}),
         raw_per_s,
     )
 }
@@ -1947,10 +2010,11 @@ async fn main() {
     let tuned = LeaseTimings::tuned_from_env();
     // Pods and groups for the scale runs are created faster than the operator writes.
     let create_concurrency = env_usize("BENCH_CREATE_CONCURRENCY", 64);
+    // `none` (or nothing) runs no scale entry.
     let mut scales: Vec<Shape> = std::env::var("BENCH_SCALES")
         .unwrap_or_else(|_| "100,1000".into())
         .split(',')
-        .filter(|e| !e.trim().is_empty())
+        .filter(|e| !e.trim().is_empty() && e.trim() != "none")
         .map(Shape::parse)
         .collect();
     if let Ok(g) = std::env::var("BENCH_GROUPS")

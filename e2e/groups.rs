@@ -21,11 +21,24 @@ use crate::support::*;
 pub const ROLE: &str = "podium.dev/role";
 
 /// Installs the CRD once per test run and waits until it is served.
+/// The CRD of the operator under test: that of `PODIUM_BIN` when another build is run.
+fn crd_to_install() -> CustomResourceDefinition {
+    let Some(bin) = std::env::var_os("PODIUM_BIN") else {
+        return ElectionGroup::crd();
+    };
+    let out = std::process::Command::new(&bin)
+        .arg("crd")
+        .output()
+        .expect("run PODIUM_BIN crd");
+    assert!(out.status.success(), "PODIUM_BIN crd failed");
+    serde_saphyr::from_slice(&out.stdout).expect("PODIUM_BIN crd prints a CRD")
+}
+
 pub async fn install_crd() {
     static DONE: OnceCell<()> = OnceCell::const_new();
     DONE.get_or_init(|| async {
         let api: Api<CustomResourceDefinition> = Api::all(client().await);
-        let crd = ElectionGroup::crd();
+        let crd = crd_to_install();
         api.patch(
             &crd.name_any(),
             &PatchParams::apply("podium-e2e").force(),

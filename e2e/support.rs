@@ -360,7 +360,11 @@ impl Operator {
             .append(true)
             .open(log)
             .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_podium"));
+        // PODIUM_BIN runs another build under the same harness (an A/B comparison in the bench).
+        let bin = std::env::var_os("PODIUM_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_podium")));
+        let mut cmd = Command::new(bin);
         cmd.arg("run").arg("--kubeconfig").arg(kubeconfig);
         if let Some(namespace) = namespace {
             cmd.arg("--namespace").arg(namespace);

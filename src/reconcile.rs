@@ -346,7 +346,10 @@ pub async fn run(
                 let routed = route(change, &index);
                 for group in routed.urgent {
                     debug!(group = %group, pod = ?change.before.as_ref().map(|p| &p.name),
-                           gone = change.after.is_none(), "failover queued");
+                           gone = change.after.is_none(),
+                           ready = ?change.after.as_ref().map(|p| p.ready),
+                           terminating = ?change.after.as_ref().map(|p| p.terminating),
+                           "failover queued");
                     // The receiver lives as long as the controller; a closed one means shutdown.
                     let _ = urgent_tx.unbounded_send(group);
                 }
@@ -1049,10 +1052,15 @@ async fn settle_pod_write(
         // promotion needs a new decision. (A same-named replacement fails the UID precondition
         // with a conflict instead.)
         Ok(Outcome::Gone) if !promotion => {
+            debug!(pod = %w.pod, change = ?w.change, "pod already gone");
             ctx.pods.forget_out_of_scope(ns, &w.pod, &w.uid);
             Ok(Pass::Done(Action::await_change()))
         }
-        Ok(Outcome::Stale | Outcome::Gone) => Ok(Pass::Stale),
+        Ok(outcome @ (Outcome::Stale | Outcome::Gone)) => {
+            debug!(pod = %w.pod, change = ?w.change, gone = matches!(outcome, Outcome::Gone),
+                   "pod changed since the decision; deciding again");
+            Ok(Pass::Stale)
+        }
         Err(source) => {
             let role = match &w.change {
                 PodChange::Label { role, .. } => *role,
