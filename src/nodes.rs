@@ -57,6 +57,19 @@ impl Seen {
             .map(|t| now.saturating_duration_since(t))
     }
 
+    /// The groups for which the node counts as lost now: each left the node's pods out of its
+    /// candidates, and must look again once it renews.
+    fn lost_for(&self, now: Instant) -> Vec<ObjectRef<Guarded>> {
+        let Some(silence) = self.silence(now) else {
+            return vec![];
+        };
+        self.askers
+            .iter()
+            .filter(|(_, loss)| silence >= **loss)
+            .map(|(g, _)| g.clone())
+            .collect()
+    }
+
     /// The next instant at which some asker's node would count as lost, not yet woken for.
     fn next_deadline(&self) -> Option<Instant> {
         let renewed = self.renewed.filter(|_| self.healthy)?;
@@ -244,7 +257,9 @@ impl Drop for NodeLeases {
 }
 
 /// Folds one node's Lease events into `seen`, and wakes its groups when the watch starts to
-/// answer (a reconcile that found no measure looks again) and when a loss deadline passes.
+/// answer (a reconcile that found no measure looks again), when a loss deadline passes, and when
+/// a node they found lost renews (its pods are candidates again: a group left without a leader
+/// because its only candidates were there must not wait for some other change).
 async fn follow(
     node: String,
     mut events: futures::stream::BoxStream<'static, watcher::Result<watcher::Event<Lease>>>,
@@ -272,12 +287,19 @@ async fn follow(
         };
         let Some(event) = event else { return };
         let failure = event.as_ref().err().map(ToString::to_string);
-        let (became_healthy, became_failing) = {
+        let (became_healthy, became_failing, back) = {
             let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
-            let was = s.healthy;
-            apply(&mut s, event, Instant::now());
-            (!was && s.healthy, was && !s.healthy)
+            let (was, now, before) = (s.healthy, Instant::now(), s.renewed);
+            let lost_for = s.lost_for(now);
+            apply(&mut s, event, now);
+            let renewed = s.renewed != before;
+            (
+                !was && s.healthy,
+                was && !s.healthy,
+                if renewed { lost_for } else { vec![] },
+            )
         };
+        wake_all(&wake, back);
         if became_failing && let Some(error) = failure {
             tracing::warn!(%node, %error, "node Lease watch failing: node loss cannot be detected on this node until it answers again");
         }

@@ -481,6 +481,30 @@ impl History {
         })
     }
 
+    /// Status names no leader and its last transition took leadership from `old`: it stepped
+    /// down with nobody to follow it. `to` is empty.
+    pub fn stepped_down(&self, group: &str, old: &Held) -> Option<Transition> {
+        let status = &self.groups.get(group)?.data["status"];
+        let last = &status["lastTransition"];
+        let from = last["from"].as_str()?;
+        (status["leader"].is_null() && from == old.pod).then(|| Transition {
+            to: String::new(),
+            from: Some(from.to_string()),
+            reason: last["reason"].as_str().map(str::to_string),
+        })
+    }
+
+    /// Ready members of `group` that are not on `node`: those that could have followed a leader
+    /// lost with it.
+    pub fn candidates_off(&self, group: &str, node: &str) -> Vec<String> {
+        self.pods
+            .values()
+            .filter(|p| Self::candidate(p, group))
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node))
+            .map(|p| p.name_any())
+            .collect()
+    }
+
     /// `old` leads its group again after it was replaced: status names it, or it carries the
     /// leader label with a term above the one it had.
     pub fn leads_again(&self, group: &str, old: &Held) -> bool {

@@ -9,8 +9,10 @@
 //!   earlier) and at most [`SLACK`] later. The deadline is judged only when the silence lasts
 //!   past it and one replica process held the controller Lease throughout: a replica that
 //!   takes over starts its node watches afresh, so its measure of the silence starts later.
-//! - once the node renews again, the old leader not leading again within [`HOLD`]: a node that
-//!   comes back takes nothing back. These groups have no schedule, so only a fault could move
+//!   When no member off the node is a Ready candidate, the leader steps down instead (status
+//!   names no leader), under the same deadline; it may lead again once its node renews.
+//! - once the node renews again, a replaced leader not leading again within [`HOLD`]: a node
+//!   that comes back takes nothing back. These groups have no schedule, so only a fault could move
 //!   their leadership meanwhile, and none runs.
 
 use std::cell::RefCell;
@@ -67,8 +69,9 @@ pub struct Hit {
     pub verdict: String,
 }
 
-/// A replacement as the checker saw it, and when.
-type Seen = Option<(Instant, Transition)>;
+/// A replacement as the checker saw it, and when; `true` when the leader stepped down with no
+/// successor (then `to` lists the Ready members off the node, which should be none).
+type Seen = Option<(Instant, Transition, bool)>;
 
 impl Run {
     /// Silences the harness's node for 12–20 s and checks what must follow.
@@ -176,7 +179,17 @@ impl Run {
             for (slot, (g, old)) in seen.iter_mut().zip(held) {
                 if slot.is_none() {
                     let successor = h.transition(g).filter(|t| t.to != old.pod);
-                    *slot = successor.map(|t| (Instant::now(), t));
+                    // Or it stepped down with nobody to follow: recorded with the members that
+                    // could have (none, unless podium left one out).
+                    let alone = || {
+                        h.stepped_down(g, old).map(|mut t| {
+                            t.to = h.candidates_off(g, self.world.node.name()).join(",");
+                            t
+                        })
+                    };
+                    *slot = successor
+                        .map(|t| (Instant::now(), t, false))
+                        .or_else(|| alone().map(|t| (Instant::now(), t, true)));
                 }
             }
             seen.iter().all(Option::is_some)
@@ -203,7 +216,7 @@ impl Run {
         &self,
         group: &str,
         old: &Held,
-        seen: Option<&(Instant, Transition)>,
+        seen: Option<&(Instant, Transition, bool)>,
         last: Instant,
         unjudged: Option<&str>,
     ) -> Hit {
@@ -211,13 +224,28 @@ impl Run {
         let mut hit = Hit {
             group: group.to_string(),
             leader: old.pod.clone(),
-            replaced_by: seen.map(|(_, t)| t.to.clone()),
-            reason: seen.and_then(|(_, t)| t.reason.clone()),
-            after_ms: seen.map(|(at, _)| at.duration_since(last).as_millis() as u64),
+            replaced_by: seen.filter(|s| !s.2).map(|(_, t, _)| t.to.clone()),
+            reason: seen.and_then(|(_, t, _)| t.reason.clone()),
+            after_ms: seen.map(|(at, _, _)| at.duration_since(last).as_millis() as u64),
             verdict: "ok".into(),
         };
         let problem = match seen {
-            Some((_, t))
+            Some((_, t, true)) if !t.to.is_empty() => Some(format!(
+                "{} on the silent node stepped down with no successor (reason {:?}) while {} could have followed",
+                old.pod, t.reason, t.to
+            )),
+            Some((at, t, true)) if at.duration_since(last) < loss => Some(format!(
+                "{} on the silent node stepped down (reason {:?}) {} ms after the node's last renewal, before nodeLossSeconds ({}) had passed",
+                old.pod,
+                t.reason,
+                at.duration_since(last).as_millis(),
+                NODE_LOSS_SECONDS
+            )),
+            Some((_, _, true)) => {
+                hit.replaced_by = Some("none: no candidate off the node".into());
+                None
+            }
+            Some((_, t, false))
                 if t.reason.as_deref() != Some("NodeLost")
                     || t.from.as_deref() != Some(old.pod.as_str()) =>
             {
@@ -226,7 +254,7 @@ impl Run {
                     old.pod, t.to, t.reason, t.from
                 ))
             }
-            Some((at, t)) if at.duration_since(last) < loss => Some(format!(
+            Some((at, t, false)) if at.duration_since(last) < loss => Some(format!(
                 "{} on the silent node was replaced by {} {} ms after the node's last renewal, before nodeLossSeconds ({}) had passed",
                 old.pod,
                 t.to,
@@ -267,7 +295,8 @@ impl Run {
         let replaced: Vec<&(&str, Held)> = held
             .iter()
             .zip(seen)
-            .filter(|(_, s)| s.is_some())
+            // A leader that stepped down with nobody to follow may lead again once it is back.
+            .filter(|(_, s)| matches!(s, Some((_, _, false))))
             .map(|(h, _)| h)
             .collect();
         if replaced.is_empty() {

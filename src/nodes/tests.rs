@@ -180,3 +180,46 @@ async fn a_confirmed_loss_is_not_read_again_until_the_lease_moves() {
         "a new version needs a new read"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_node_that_renews_wakes_the_groups_that_found_it_lost() {
+    use futures::FutureExt;
+    let (events, rx) = mpsc::unbounded();
+    let (wake, mut woken) = mpsc::unbounded();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let g = ObjectRef::<Guarded>::new("g").within("ns");
+    seen.lock().unwrap().askers.insert(g.clone(), 15 * S);
+    let task = tokio::spawn(follow(
+        "node-a".into(),
+        rx.boxed(),
+        seen.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+        wake,
+    ));
+    for e in [
+        watcher::Event::Init,
+        watcher::Event::InitApply(lease("1")),
+        watcher::Event::InitDone,
+    ] {
+        events.unbounded_send(Ok(e)).unwrap();
+    }
+    assert_eq!(woken.next().await, Some(g.clone()), "the watch answers");
+    // Paused time runs on to the loss deadline.
+    assert_eq!(woken.next().await, Some(g.clone()), "the node is lost");
+    assert!(seen.lock().unwrap().silence(Instant::now()) >= Some(15 * S));
+    events
+        .unbounded_send(Ok(watcher::Event::Apply(lease("2"))))
+        .unwrap();
+    // At once: not at the next loss deadline, 15 s on.
+    let at_once = tokio::time::timeout(Duration::from_millis(1), woken.next()).await;
+    assert_eq!(at_once, Ok(Some(g.clone())), "the node renewed");
+    // A renewal of a node nobody found lost wakes nobody.
+    tokio::time::sleep(S).await;
+    events
+        .unbounded_send(Ok(watcher::Event::Apply(lease("3"))))
+        .unwrap();
+    tokio::time::sleep(S).await;
+    assert_eq!(seen.lock().unwrap().version.as_deref(), Some("3"));
+    assert!(woken.next().now_or_never().is_none());
+    task.abort();
+}
