@@ -1035,6 +1035,34 @@ async fn request_counts(client: &Client) -> BTreeMap<(String, String, String), f
     out
 }
 
+/// Every request the API server answered between two counts, as `VERB resource[/sub]: n` (the
+/// busiest first, those under 10 left out): what a window's time went to, whoever sent it.
+fn requests_between(
+    a: &BTreeMap<(String, String, String), f64>,
+    b: &BTreeMap<(String, String, String), f64>,
+) -> Value {
+    let mut rows: Vec<(String, f64)> = b
+        .iter()
+        .map(|((verb, res, sub), v)| {
+            let what = if sub.is_empty() {
+                res.clone()
+            } else {
+                format!("{res}/{sub}")
+            };
+            (
+                format!("{verb} {what}"),
+                v - a
+                    .get(&(verb.clone(), res.clone(), sub.clone()))
+                    .copied()
+                    .unwrap_or(0.0),
+            )
+        })
+        .filter(|(_, n)| *n >= 10.0)
+        .collect();
+    rows.sort_by(|x, y| y.1.total_cmp(&x.1));
+    Value::Object(rows.into_iter().map(|(k, n)| (k, json!(n))).collect())
+}
+
 /// Writes of the kinds podium makes on `resources`: PATCH and APPLY. DELETEs are left out
 /// (the namespace controller issues them for unrelated namespaces), and so are pods/status
 /// writes (kwok, playing kubelet, makes those; podium writes pod metadata only).
@@ -1602,8 +1630,10 @@ async fn scale(
             (ns, g.name_any(), status(g).leader.unwrap())
         })
         .collect();
+    let storm_before = request_counts(&client).await;
     let (storm, storm_deleted_ms, since_own) =
         storm_times(&all_pods, &selector, &victims, storm_timeout).await;
+    let storm_requests = requests_between(&storm_before, &request_counts(&client).await);
     let storm_stats = stats(&storm);
     let since_own = stats(&since_own);
     println!("  storm, each from its own leader's deletion: {since_own}");
@@ -1627,7 +1657,8 @@ async fn scale(
                "raw_patch_per_s": (raw_per_s * 10.0).round() / 10.0, "raw_patch_per_s_by_concurrency": raw_sweep, "writes": writes,
                "min_writes": pods_n + groups_n, "idle_writes_60s": idle_writes, "rss_mib": rss,
                "storm_n": storm_n, "storm_deleted_ms": storm_deleted_ms.round(), "storm_from_own_deletion_ms": since_own, "storm_p50_ms": storm_stats["p50"], "storm_p99_ms": storm_stats["p99"],
-               "storm_api_bound_ms": bound_ms(storm_n), "failover_under_load_ms": failover_stats,
+               "storm_api_bound_ms": bound_ms(storm_n), "storm_requests": storm_requests,
+               "converge_requests": requests_between(&before, &after), "failover_under_load_ms": failover_stats,
                "failover_under_load_trials_during_convergence": during,
                "concurrency": concurrency, "timeline": timeline, "rss_timeline": rss_timeline}),
         raw_per_s,

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::metrics::Metrics;
+use crate::slots::WriteSlots;
 
 /// Events waiting to be written; more are dropped.
 const QUEUE: usize = 4096;
@@ -34,10 +35,8 @@ pub struct Publisher {
     reporter: Reporter,
     queue: mpsc::Sender<K8sEvent>,
     metrics: Arc<Metrics>,
-    /// Queued Events are written in routine write slots: never ahead of a failover's writes.
-    slots: Arc<tokio::sync::Semaphore>,
-    /// Failovers in progress: Events wait for them, as routine writes do.
-    failovers: tokio::sync::watch::Sender<usize>,
+    /// Queued Events are written in routine write slots, after failovers and election writes.
+    slots: Arc<WriteSlots>,
 }
 
 impl Publisher {
@@ -46,8 +45,7 @@ impl Publisher {
         client: Client,
         reporter: Reporter,
         metrics: Arc<Metrics>,
-        slots: Arc<tokio::sync::Semaphore>,
-        failovers: tokio::sync::watch::Sender<usize>,
+        slots: Arc<WriteSlots>,
     ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
         let publisher = Self {
@@ -56,7 +54,6 @@ impl Publisher {
             queue,
             metrics,
             slots,
-            failovers,
         };
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..WORKERS {
@@ -67,8 +64,7 @@ impl Publisher {
                     let Some(event) = next else {
                         return;
                     };
-                    crate::reconcile::pause_for_failovers(&p.failovers).await;
-                    let slot = p.slots.acquire().await;
+                    let slot = p.slots.event().await;
                     let created = p.create(&event).await;
                     drop(slot);
                     if let Err(e) = created {

@@ -18,5 +18,6 @@ pub mod routing;
 pub mod schedule;
 pub mod server;
 pub mod signals;
+pub mod slots;
 pub mod validation;
 pub mod watches;

@@ -16,6 +16,7 @@ use crate::cache::{CachedPod, PodCache};
 use crate::claims::Claims;
 use crate::events::Publisher;
 use crate::routing::{GroupLocks, route};
+use crate::slots::WriteSlots;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -162,38 +163,8 @@ pub struct Context {
     pub nodes: NodeLeases,
     /// Groups the urgent queue hands back to the routine one, to keep their timers there.
     handed_back: futures::channel::mpsc::UnboundedSender<ObjectRef<Guarded>>,
-    /// Routine writes (and Events) in flight at once. A failover's writes take none: with the
-    /// API server busy, a request waits behind those already in flight, so routine work may
-    /// only keep a few there.
-    pub routine_writes: Arc<tokio::sync::Semaphore>,
-    /// How many failovers are being reconciled now; routine writes wait while any is.
-    failovers: watch::Sender<usize>,
-}
-
-/// The longest a routine write waits for failovers to finish: a stuck one must not stop the rest.
-const FAILOVER_PAUSE: Duration = Duration::from_secs(1);
-
-/// Waits (up to [`FAILOVER_PAUSE`]) until no failover is being reconciled: a failover's requests
-/// then meet only the routine ones already in flight at the API server, not new ones.
-pub async fn pause_for_failovers(failovers: &watch::Sender<usize>) {
-    let mut rx = failovers.subscribe();
-    let _ = tokio::time::timeout(FAILOVER_PAUSE, rx.wait_for(|n| *n == 0)).await;
-}
-
-/// Counts a failover's reconcile while it runs, holding its group (also when it is cancelled).
-struct FailoverRunning<'a>(&'a watch::Sender<usize>);
-
-impl<'a> FailoverRunning<'a> {
-    fn start(failovers: &'a watch::Sender<usize>) -> Self {
-        failovers.send_modify(|n| *n = n.saturating_add(1));
-        Self(failovers)
-    }
-}
-
-impl Drop for FailoverRunning<'_> {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
-    }
+    /// Who writes first: failovers, then routine writes, then Events.
+    pub slots: Arc<WriteSlots>,
 }
 
 tokio::task_local! {
@@ -213,8 +184,7 @@ impl Context {
         if URGENT.try_with(|u| *u).unwrap_or(false) {
             return None;
         }
-        pause_for_failovers(&self.failovers).await;
-        self.routine_writes.acquire().await.ok()
+        self.slots.routine().await
     }
 
     /// Members whose promotion keeps failing, to be passed over for now.
@@ -363,9 +333,17 @@ pub async fn run(
         });
     let (groups, group_writer) = reflector::store();
     let index = claims.clone();
-    let group_events = watcher(groups_api, watcher::Config::default().any_semantic())
+    // Paged like the pods: 10,000 groups in one response would be held whole, then parsed whole.
+    let group_events = watcher(groups_api, watcher::Config::default())
         .default_backoff()
-        .modify(|g: &mut Guarded| g.meta_mut().managed_fields = None)
+        .modify(|g: &mut Guarded| {
+            // Neither is read; kubectl's copy of the last applied spec can be as big as the spec.
+            let meta = g.meta_mut();
+            meta.managed_fields = None;
+            if let Some(a) = meta.annotations.as_mut() {
+                a.remove("kubectl.kubernetes.io/last-applied-configuration");
+            }
+        })
         .inspect(move |ev| {
             if let Ok(ev) = ev {
                 index.apply(ev);
@@ -385,8 +363,7 @@ pub async fn run(
     let urgent = Controller::for_stream(futures::stream::pending(), groups.clone())
         .with_config(config(opts.failover_concurrency));
     let (nodes, node_wakes) = NodeLeases::new(client.clone());
-    let routine_writes = Arc::new(tokio::sync::Semaphore::new(usize::from(opts.concurrency)));
-    let failovers = watch::Sender::new(0usize);
+    let slots = Arc::new(WriteSlots::new(usize::from(opts.concurrency)));
     let reporter = Reporter {
         controller: "podium".into(),
         instance: opts.instance.clone(),
@@ -398,15 +375,8 @@ pub async fn run(
         claims,
         locks: GroupLocks::default(),
         synced: (pods_synced.clone(), groups_synced.clone()),
-        recorder: Publisher::start(
-            client,
-            reporter,
-            metrics.clone(),
-            routine_writes.clone(),
-            failovers.clone(),
-        ),
-        routine_writes,
-        failovers,
+        recorder: Publisher::start(client, reporter, metrics.clone(), slots.clone()),
+        slots,
         metrics,
         active: opts.active.clone(),
         overlay: Overlay::default(),
@@ -496,7 +466,7 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
     let _failover = URGENT
         .try_with(|u| *u)
         .unwrap_or(false)
-        .then(|| FailoverRunning::start(&ctx.failovers));
+        .then(|| ctx.slots.failover());
     let (mut pods_synced, mut groups_synced) = ctx.synced.clone();
     pods_synced
         .wait_for(|s| *s)
