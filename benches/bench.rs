@@ -1936,6 +1936,17 @@ fn report(r: &Value) -> String {
         md.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     md.push_str("\n`writes` counts PATCHes of pods and ElectionGroups from the API server's `apiserver_request_total`; `min_writes` is one pod write per pod plus one status write per group. The difference is the finalizer each group gets on first sight (one metadata write per group), and the probe group's writes (below). `API bound` is `min_writes` at the raw patch rate a plain client reaches at the operator's concurrency (`raw_patch_per_s`): no operator converges faster. `idle writes` counts pod and ElectionGroup writes plus the Events podium posted in the bench namespaces. In the storm, `storm n` leaders are deleted at once (1,000 from 10,000 groups up, else up to 100); each group costs two pod writes: the terminating leader is relabelled follower before the successor is labelled leader (break-before-make); `storm bound` is one write per promotion at the raw patch rate. `failover under load`: once the cold-started operator has synced its caches (`operator_ready_ms` in results.json), and while the groups converge, the leader of an unrelated, settled group of 5 pods (in a namespace of its own) is deleted again and again, timed until another of its pods is labelled leader. The operator runs on every namespace; `NxM` runs spread the groups over N namespaces.\n");
+    for s in r["scale"].as_array().unwrap() {
+        md.push_str(&format!(
+            "\n**{} groups × {} namespace(s).** Raw label patches/s by concurrency: {}; the API bound at the best of them: {} ms. Requests while converging: {}. Requests during the storm: {}.\n",
+            cell(&s["groups"]),
+            cell(&s["namespaces"]),
+            s["raw_patch_per_s_by_concurrency"],
+            cell(&s["api_bound_best_ms"]),
+            s["converge_requests"],
+            s["storm_requests"],
+        ));
+    }
     md
 }
 
