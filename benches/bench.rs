@@ -954,7 +954,7 @@ async fn raw_patch_rate(concurrency: usize) -> f64 {
     .await;
     let raw_n = 1000;
     let start = Instant::now();
-    label_patches(&ns.client, raw_n, concurrency, |i| {
+    label_patches(&ns.client, "raw", raw_n, concurrency, |i| {
         (ns.name.clone(), format!("r{}", i % pods_n))
     })
     .await;
@@ -976,10 +976,11 @@ async fn raw_sweep(
         .filter_map(|c| c.trim().parse::<usize>().ok())
     {
         let start = Instant::now();
-        label_patches(client, n, c.max(1), pod).await;
+        // A value of its own per pass: an unchanged value is no write at all.
+        label_patches(client, &format!("c{c}"), n, c.max(1), pod).await;
         let rate = n as f64 / start.elapsed().as_secs_f64();
         println!("  raw label patches at concurrency {c}: {rate:.1}/s");
-        rates.insert(format!("{c:02}"), (rate * 10.0).round() / 10.0);
+        rates.insert(format!("{c:03}"), (rate * 10.0).round() / 10.0);
     }
     rates
 }
@@ -988,6 +989,7 @@ async fn raw_sweep(
 /// namespace and name): the API server's raw write capacity.
 async fn label_patches(
     client: &Client,
+    tag: &str,
     n: usize,
     concurrency: usize,
     pod: impl Fn(usize) -> (String, String),
@@ -996,7 +998,7 @@ async fn label_patches(
         .map(|(i, (ns, name))| {
             let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
             async move {
-                let patch = json!({"metadata": {"labels": {"bench-raw": i.to_string()}}});
+                let patch = json!({"metadata": {"labels": {"bench-raw": format!("{tag}-{i}")}}});
                 api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                     .await
                     .unwrap();
@@ -1546,7 +1548,7 @@ async fn scale(
     // Raw capacity first: label patches from a plain client at the operator's concurrency.
     let raw_n = pods_n.min(2000);
     let raw_start = Instant::now();
-    label_patches(&client, raw_n, concurrency, pod_at).await;
+    label_patches(&client, "raw", raw_n, concurrency, pod_at).await;
     let raw_per_s = raw_n as f64 / raw_start.elapsed().as_secs_f64();
     let raw_sweep = raw_sweep(&client, raw_n, pod_at).await;
 

@@ -35,7 +35,7 @@ pub struct Publisher {
     reporter: Reporter,
     queue: mpsc::Sender<K8sEvent>,
     metrics: Arc<Metrics>,
-    /// Queued Events are written in routine write slots, after failovers and election writes.
+    /// Queued Events are written in routine write slots: never ahead of a failover's writes.
     slots: Arc<WriteSlots>,
 }
 
@@ -64,7 +64,7 @@ impl Publisher {
                     let Some(event) = next else {
                         return;
                     };
-                    let slot = p.slots.event().await;
+                    let slot = p.slots.routine().await;
                     let created = p.create(&event).await;
                     drop(slot);
                     if let Err(e) = created {

@@ -481,13 +481,14 @@ impl History {
         })
     }
 
-    /// Status names no leader and its last transition took leadership from `old`: it stepped
-    /// down with nobody to follow it. `to` is empty.
+    /// Status names no leader and its last transition took leadership from `old` for want of
+    /// candidates: it stepped down with nobody to follow it. `to` is empty.
     pub fn stepped_down(&self, group: &str, old: &Held) -> Option<Transition> {
         let status = &self.groups.get(group)?.data["status"];
         let last = &status["lastTransition"];
         let from = last["from"].as_str()?;
-        (status["leader"].is_null() && from == old.pod).then(|| Transition {
+        let stepped = last["reason"].as_str() == Some("NoCandidates");
+        (status["leader"].is_null() && from == old.pod && stepped).then(|| Transition {
             to: String::new(),
             from: Some(from.to_string()),
             reason: last["reason"].as_str().map(str::to_string),

@@ -30,6 +30,9 @@ use super::setup::NODE_LOSS_SECONDS;
 const SLACK: Duration = Duration::from_secs(3);
 /// How long the old leaders are watched once their node renews again.
 const HOLD: Duration = Duration::from_secs(3);
+/// How soon after its node renews a group left without a leader (no candidate off the node)
+/// must have one again: podium's watch sees the renewal within a moment and wakes the group.
+const REELECT: Duration = Duration::from_secs(3);
 /// How often the fault first hands one group's leadership to its member on the node, when no
 /// leader is there. Leadership rotates through the members (a failover goes to the reserved
 /// successor, the next in age), so left to chance a silence finds a leader there about half
@@ -109,7 +112,10 @@ impl Run {
             .map(|((g, old), s)| self.judge(g, old, s.as_ref(), last, unjudged))
             .collect();
         let takeback = match back {
-            Some(_) => self.check_no_takeback(&held, &seen).await,
+            Some(_) => {
+                self.check_elected_again(&held, &seen).await;
+                self.check_no_takeback(&held, &seen).await
+            }
             None => Err("the node did not renew within 30 s of coming back".into()),
         };
         self.silences.push(Silence {
@@ -285,8 +291,40 @@ impl Run {
         hit
     }
 
+    /// A group whose leader stepped down for want of candidates off the node may lead again once
+    /// the node renews, and must, at once: the renewal wakes the group (nothing else is done to
+    /// it here). Judged when the node has renewed; records a violation for each group that is
+    /// not settled [`REELECT`] later although it has a Ready candidate.
+    async fn check_elected_again(&self, held: &[(&str, Held)], seen: &[Seen]) {
+        let alone: Vec<&str> = held
+            .iter()
+            .zip(seen)
+            .filter(|(_, s)| matches!(s, Some((_, _, true))))
+            .map(|((g, _), _)| *g)
+            .collect();
+        if alone.is_empty() {
+            return;
+        }
+        let settled = |h: &History| alone.iter().all(|g| h.settled(g));
+        if self.wait_history(REELECT, settled).await.is_none() {
+            let mut h = self.shared.lock();
+            for g in &alone {
+                if !h.settled(g) {
+                    let detail = format!(
+                        "no leader {} ms after its node renewed, though it has a Ready candidate: {}",
+                        REELECT.as_millis(),
+                        h.describe(g)
+                    );
+                    let key = format!("{}-again-{g}", h.fault);
+                    h.violate(8, g, &key, detail);
+                }
+            }
+        }
+    }
+
     /// Once the node renews again, the replaced leaders must not lead again. The renewal wakes
-    /// no reconcile by itself, so each group is touched once podium has surely seen it.
+    /// the groups that found the node lost, but only those whose leader it kept from a candidate
+    /// need to act; each group is touched once podium has surely seen it.
     async fn check_no_takeback(
         &mut self,
         held: &[(&str, Held)],
