@@ -1410,8 +1410,8 @@ async fn probe_leader(pods: &Api<Pod>, all: bool, timeout: Duration) -> String {
 
 /// Failover in a settled group while others converge. Once the operator (`/readyz` on
 /// `port`) has synced its caches: deletes the probe group's leader (grace 0) and times, from a
-/// pod watch, until another probe pod is labelled leader; recreates the deleted pod (same name
-/// and labels), waits until it is Ready, pauses 300 ms, and again until `converged`, and at
+/// pod watch, until another probe pod is labelled leader; replaces the deleted pod (a new name,
+/// the same labels), waits until it is Ready, pauses 300 ms, and again until `converged`, and at
 /// least 5 times. Returns the times, how many trials began before convergence ended, and when
 /// (ms after `start`) the operator was ready.
 async fn failover_under_load(
@@ -1426,14 +1426,18 @@ async fn failover_under_load(
     wait_http(port, "/readyz", 200, timeout).await;
     let ready_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (mut times, mut during) = (vec![], 0);
+    // Replacements get new names: under load a same-named replacement was seen deleted (grace
+    // 0) at once, as if the deletion of its predecessor, finished late, had reached it too.
+    let mut replacements = GROUP_SIZE..;
     while !converged.load(Ordering::SeqCst) || times.len() < 5 {
         during += usize::from(!converged.load(Ordering::SeqCst));
         let start = Instant::now();
         probe.delete_pod_now(&leader).await;
         let (next, seen) = watch.wait_new_leader(&leader, start, timeout).await;
         times.push(seen.duration_since(start).as_secs_f64() * 1000.0);
-        probe.create_pod(&leader, &PROBE_LABELS).await;
-        probe.wait_running(&leader).await;
+        let name = format!("probe-{}", replacements.next().unwrap_or_default());
+        probe.create_pod(&name, &PROBE_LABELS).await;
+        probe.wait_running(&name).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         leader = next;
     }
