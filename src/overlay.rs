@@ -91,7 +91,31 @@ fn recall<T: Clone>(
     }
 }
 
+/// Drops the echo under `k` once the watch shows its revision or a later one (`None`: the
+/// object is gone): it has served its purpose, and keeping it would keep every write of the
+/// last [`KEEP`] in memory.
+fn caught_up<T>(map: &Mutex<HashMap<Key, Echo<T>>>, k: &Key, seen_rv: Option<&String>) {
+    let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+    let done = m.get(k).is_some_and(|e| match seen_rv {
+        None => true,
+        Some(rv) => revision(Some(rv)).is_some_and(|seen| seen >= e.revision),
+    });
+    if done {
+        m.remove(k);
+    }
+}
+
 impl Overlay {
+    /// The pod watch delivered this version of a pod (`None`: its deletion).
+    pub fn pod_seen(&self, namespace: &str, name: &str, rv: Option<&String>) {
+        caught_up(&self.pods, &(namespace.to_string(), name.to_string()), rv);
+    }
+
+    /// The group watch delivered this version of a group (`None`: its deletion).
+    pub fn group_seen(&self, namespace: &str, name: &str, rv: Option<&String>) {
+        caught_up(&self.groups, &(namespace.to_string(), name.to_string()), rv);
+    }
+
     /// Records a pod metadata write made against `cached`: the pod as it now is.
     pub fn pod_written(&self, cached: &CachedPod, meta: ObjectMeta) {
         self.pod_read(cached.with_metadata(meta));
@@ -215,5 +239,25 @@ mod tests {
             o.pod(&pod("1", "follower")).labels["podium.dev/role"],
             "follower"
         );
+    }
+
+    #[test]
+    fn an_echo_goes_once_the_watch_shows_its_version_or_the_deletion() {
+        let o = Overlay::default();
+        let cached = pod("5", "follower");
+        o.pod_written(&cached, meta("7", "leader"));
+        // An older version from the watch leaves the echo.
+        o.pod_seen("ns", "p", Some(&"6".to_string()));
+        assert_eq!(o.pods.lock().unwrap().len(), 1);
+        assert_eq!(o.pod(&cached).labels["podium.dev/role"], "leader");
+        o.pod_seen("ns", "p", Some(&"7".to_string()));
+        assert!(o.pods.lock().unwrap().is_empty());
+        o.pod_written(&cached, meta("9", "leader"));
+        o.pod_seen("ns", "p", None);
+        assert!(o.pods.lock().unwrap().is_empty(), "a deletion drops it too");
+        // Another pod's version leaves it alone.
+        o.pod_written(&cached, meta("11", "leader"));
+        o.pod_seen("ns", "q", Some(&"12".to_string()));
+        assert_eq!(o.pods.lock().unwrap().len(), 1);
     }
 }

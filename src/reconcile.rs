@@ -150,7 +150,7 @@ pub struct Context {
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Writes the caches may not show yet.
-    pub overlay: Overlay,
+    pub overlay: Arc<Overlay>,
     /// Whether this replica is the active controller; a standby computes nothing and writes nothing.
     pub active: watch::Receiver<bool>,
     /// Consecutive failures per group, for the error policy's backoff.
@@ -290,7 +290,8 @@ pub async fn run(
     let claims = Arc::new(Claims::default());
     let (urgent_tx, urgent_rx) = futures::channel::mpsc::unbounded();
     let (handed_back, handed_back_rx) = futures::channel::mpsc::unbounded();
-    let (cache, index) = (pods.clone(), claims.clone());
+    let overlay = Arc::new(Overlay::default());
+    let (cache, index, echoes) = (pods.clone(), claims.clone(), overlay.clone());
     // The pod watch feeds the cache and routes each change; the mapping looks up indexes only,
     // so the watch keeps up however many groups a namespace holds.
     // Paged lists (500 pods a page, kube's default): a list at any resourceVersion is served
@@ -313,6 +314,14 @@ pub async fn run(
             };
             let mut routine = vec![];
             for change in &changes {
+                // What podium wrote and the watch now shows needs no echo any more.
+                match (&change.before, &change.after) {
+                    (_, Some(p)) => {
+                        echoes.pod_seen(&p.namespace, &p.name, p.resource_version.as_ref())
+                    }
+                    (Some(p), None) => echoes.pod_seen(&p.namespace, &p.name, None),
+                    (None, None) => {}
+                }
                 let routed = route(change, &index);
                 for group in routed.urgent {
                     debug!(group = %group, pod = ?change.before.as_ref().map(|p| &p.name),
@@ -332,7 +341,7 @@ pub async fn run(
             futures::stream::iter(routine)
         });
     let (groups, group_writer) = reflector::store();
-    let index = claims.clone();
+    let (index, echoes) = (claims.clone(), overlay.clone());
     // Paged like the pods: 10,000 groups in one response would be held whole, then parsed whole.
     let group_events = watcher(groups_api, watcher::Config::default())
         .default_backoff()
@@ -350,7 +359,25 @@ pub async fn run(
             }
         })
         .reflect(group_writer)
-        .inspect(move |ev| mark_synced(ev, &groups_synced_tx))
+        .inspect(move |ev| {
+            // Once the store holds it: a reconcile in between would see neither. (A relist's
+            // objects reach the store only at its end; their echoes go when next recalled.)
+            if let Ok(ev) = ev {
+                match ev {
+                    watcher::Event::Apply(g) => {
+                        let ns = g.namespace().unwrap_or_default();
+                        echoes.group_seen(&ns, &g.name_any(), g.resource_version().as_ref());
+                    }
+                    watcher::Event::Delete(g) => {
+                        echoes.group_seen(&g.namespace().unwrap_or_default(), &g.name_any(), None);
+                    }
+                    watcher::Event::Init
+                    | watcher::Event::InitApply(_)
+                    | watcher::Event::InitDone => {}
+                }
+            }
+            mark_synced(ev, &groups_synced_tx);
+        })
         .touched_objects();
 
     let config = |n| kube::runtime::controller::Config::default().concurrency(n);
@@ -379,7 +406,7 @@ pub async fn run(
         slots,
         metrics,
         active: opts.active.clone(),
-        overlay: Overlay::default(),
+        overlay,
         failures: Mutex::default(),
         fence: opts.fence.clone(),
         promotion_failures: Mutex::default(),
