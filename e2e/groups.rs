@@ -20,7 +20,6 @@ use crate::support::*;
 /// The default role label.
 pub const ROLE: &str = "podium.dev/role";
 
-/// Installs the CRD once per test run and waits until it is served.
 /// The CRD of the operator under test: that of `PODIUM_BIN` when another build is run.
 fn crd_to_install() -> CustomResourceDefinition {
     let Some(bin) = std::env::var_os("PODIUM_BIN") else {
@@ -34,6 +33,7 @@ fn crd_to_install() -> CustomResourceDefinition {
     serde_saphyr::from_slice(&out.stdout).expect("PODIUM_BIN crd prints a CRD")
 }
 
+/// Installs the CRD once per test run and waits until it is served.
 pub async fn install_crd() {
     static DONE: OnceCell<()> = OnceCell::const_new();
     DONE.get_or_init(|| async {
