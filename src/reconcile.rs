@@ -163,7 +163,7 @@ pub struct Context {
     pub nodes: NodeLeases,
     /// Groups the urgent queue hands back to the routine one, to keep their timers there.
     handed_back: futures::channel::mpsc::UnboundedSender<ObjectRef<Guarded>>,
-    /// Who writes first: failovers, then routine writes, then Events.
+    /// Who writes first: failovers, then routine writes and Events, which share the slots.
     pub slots: Arc<WriteSlots>,
 }
 

@@ -240,10 +240,14 @@ impl Run {
                 "{} on the silent node stepped down with no successor (reason {:?}) while {} could have followed",
                 old.pod, t.reason, t.to
             )),
-            Some((at, t, true)) if at.duration_since(last) < loss => Some(format!(
-                "{} on the silent node stepped down (reason {:?}) {} ms after the node's last renewal, before nodeLossSeconds ({}) had passed",
+            Some((at, t, alone)) if at.duration_since(last) < loss => Some(format!(
+                "{} on the silent node {} {} ms after the node's last renewal, before nodeLossSeconds ({}) had passed",
                 old.pod,
-                t.reason,
+                if *alone {
+                    "stepped down".to_string()
+                } else {
+                    format!("was replaced by {}", t.to)
+                },
                 at.duration_since(last).as_millis(),
                 NODE_LOSS_SECONDS
             )),
@@ -260,13 +264,6 @@ impl Run {
                     old.pod, t.to, t.reason, t.from
                 ))
             }
-            Some((at, t, false)) if at.duration_since(last) < loss => Some(format!(
-                "{} on the silent node was replaced by {} {} ms after the node's last renewal, before nodeLossSeconds ({}) had passed",
-                old.pod,
-                t.to,
-                at.duration_since(last).as_millis(),
-                NODE_LOSS_SECONDS
-            )),
             Some(_) => None,
             None => match unjudged {
                 Some(why) => {
