@@ -84,11 +84,21 @@ pub fn route(change: &Change, claims: &Claims) -> Routed {
 /// One lock per group, held for a whole reconcile, shared by both queues.
 #[derive(Default)]
 pub struct GroupLocks {
-    locks: Mutex<HashMap<ObjectRef<Guarded>, Arc<tokio::sync::Mutex<()>>>>,
+    table: Mutex<LockTable>,
 }
 
+#[derive(Default)]
+struct LockTable {
+    locks: HashMap<ObjectRef<Guarded>, Arc<tokio::sync::Mutex<()>>>,
+    /// The size at which entries nobody holds or awaits are swept.
+    prune_at: usize,
+}
+
+/// Below this many entries no sweep is made.
+const PRUNE_FLOOR: usize = 64;
+
 /// A held group lock; dropping it releases the lock, and forgets it when nobody else holds or
-/// awaits it (an entry whose waiter was cancelled stays until that group is locked again).
+/// awaits it.
 pub struct GroupLock<'a> {
     guard: Option<OwnedMutexGuard<()>>,
     key: ObjectRef<Guarded>,
@@ -98,13 +108,16 @@ pub struct GroupLock<'a> {
 impl GroupLocks {
     /// Waits until no other reconcile of this group runs.
     pub async fn lock(&self, key: &ObjectRef<Guarded>) -> GroupLock<'_> {
-        let lock = self
-            .locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key.clone())
-            .or_default()
-            .clone();
+        let lock = {
+            let mut t = self.table();
+            if t.locks.len() >= t.prune_at {
+                // A waiter cancelled after the holder let go leaves an entry that no drop
+                // forgets; sweeping at doubling sizes keeps those bounded at O(1) a lock.
+                t.locks.retain(|_, l| Arc::strong_count(l) > 1);
+                t.prune_at = (2 * t.locks.len()).max(PRUNE_FLOOR);
+            }
+            t.locks.entry(key.clone()).or_default().clone()
+        };
         GroupLock {
             guard: Some(lock.lock_owned().await),
             key: key.clone(),
@@ -112,9 +125,14 @@ impl GroupLocks {
         }
     }
 
-    /// How many groups have a lock entry (held or waited for).
+    fn table(&self) -> std::sync::MutexGuard<'_, LockTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many groups have a lock entry (held, waited for, or left by a cancelled waiter and
+    /// not yet swept).
     pub fn len(&self) -> usize {
-        self.locks.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.table().locks.len()
     }
 
     /// No group lock is held or waited for.
@@ -126,13 +144,13 @@ impl GroupLocks {
 impl Drop for GroupLock<'_> {
     fn drop(&mut self) {
         self.guard.take();
-        let mut locks = self.locks.locks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = self.locks.table();
         // Only the map's own reference left: nobody holds or awaits this group's lock.
-        if locks
+        if t.locks
             .get(&self.key)
             .is_some_and(|l| Arc::strong_count(l) == 1)
         {
-            locks.remove(&self.key);
+            t.locks.remove(&self.key);
         }
     }
 }
@@ -251,5 +269,25 @@ mod tests {
         drop(held);
         drop(second.await);
         assert!(locks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn entries_of_waiters_cancelled_after_the_holder_let_go_stay_bounded() {
+        let locks = GroupLocks::default();
+        let mut most = 0;
+        for i in 0..10 * PRUNE_FLOOR {
+            let g = ObjectRef::<Guarded>::new(&format!("g{i}")).within("ns");
+            let held = locks.lock(&g).await;
+            let mut waiter = Box::pin(locks.lock(&g));
+            assert!(futures::poll!(waiter.as_mut()).is_pending());
+            // The holder lets go while the waiter still waits, then the waiter is cancelled.
+            drop(held);
+            drop(waiter);
+            most = most.max(locks.len());
+        }
+        // Each cancelled waiter leaves an entry, until a sweep takes them all: without the
+        // sweep there would be 640.
+        assert!((PRUNE_FLOOR - 1..=PRUNE_FLOOR).contains(&most), "{most}");
+        assert!(locks.len() < PRUNE_FLOOR);
     }
 }
