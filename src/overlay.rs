@@ -94,8 +94,18 @@ fn recall<T: Clone>(
 /// Drops the echo under `k` once the watch shows its revision or a later one (`None`: the
 /// object is gone): it has served its purpose, and keeping it would keep every write of the
 /// last [`KEEP`] in memory.
-fn caught_up<T>(map: &Mutex<HashMap<Key, Echo<T>>>, k: &Key, seen_rv: Option<&String>) {
+fn caught_up<T>(
+    map: &Mutex<HashMap<Key, Echo<T>>>,
+    ns: &str,
+    name: &str,
+    seen_rv: Option<&String>,
+) {
     let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+    // Every watch event passes here; most find nothing to drop, and need no key built.
+    if m.is_empty() {
+        return;
+    }
+    let k = &(ns.to_string(), name.to_string());
     let done = m.get(k).is_some_and(|e| match seen_rv {
         None => true,
         Some(rv) => revision(Some(rv)).is_some_and(|seen| seen >= e.revision),
@@ -108,12 +118,12 @@ fn caught_up<T>(map: &Mutex<HashMap<Key, Echo<T>>>, k: &Key, seen_rv: Option<&St
 impl Overlay {
     /// The pod watch delivered this version of a pod (`None`: its deletion).
     pub fn pod_seen(&self, namespace: &str, name: &str, rv: Option<&String>) {
-        caught_up(&self.pods, &(namespace.to_string(), name.to_string()), rv);
+        caught_up(&self.pods, namespace, name, rv);
     }
 
     /// The group watch delivered this version of a group (`None`: its deletion).
     pub fn group_seen(&self, namespace: &str, name: &str, rv: Option<&String>) {
-        caught_up(&self.groups, &(namespace.to_string(), name.to_string()), rv);
+        caught_up(&self.groups, namespace, name, rv);
     }
 
     /// Records a pod metadata write made against `cached`: the pod as it now is.
