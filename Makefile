@@ -128,13 +128,16 @@ bench: cluster-up go-client ## Benchmarks (about 20 minutes): target/bench/{resu
 # Only the scale runs (BENCH_SCALES, default 10,000 groups in one namespace, then 1,000
 # namespaces of 10: 50,000 pods each), every other part of the bench off, into target/bench-scale
 # so that make bench's results stay; pods are created 64 at a time (BENCH_CREATE_CONCURRENCY).
-# The operator runs on every namespace, so they run on a cluster of their own (podium-scale,
+# The operator measured is the static (musl) build the image ships, unless PODIUM_BIN names
+# another: its allocator sets the RSS users see. The operator runs on every namespace, so they run on a cluster of their own (podium-scale,
 # state in target/cluster-scale), brought up before and down after, pass or fail: no e2e test's
 # groups meet it, and the shared cluster's etcd never holds the 50,000 pods.
 bench-scale: BENCH_OUT ?= target/bench-scale
 bench-scale: ## Scale runs only (BENCH_SCALES=10000,1000x10; an hour or more) on a cluster of their own: target/bench-scale/{results.json,report.md,scale.png}
+	[ -n "$$PODIUM_BIN" ] || cargo build --release --locked --target $(MUSL) --bin podium
 	PODIUM_CLUSTER=scale e2e/cluster/up.sh
 	status=0; PODIUM_CLUSTER=scale BENCH_OUT=$(BENCH_OUT) BENCH_SCALES=$${BENCH_SCALES:-10000,1000x10} \
+	  PODIUM_BIN=$${PODIUM_BIN:-$(CURDIR)/target/$(MUSL)/release/podium} \
 	  PODIUM_E2E_LOG=$${PODIUM_E2E_LOG:-info} \
 	  BENCH_TRIALS=0 BENCH_APP_TRIALS=0 BENCH_IDLE_SECONDS=0 BENCH_HANDOFFS=0 \
 	  BENCH_LEASE_KILLS=0 BENCH_LEASE_RELEASES=0 BENCH_LEASE_TUNED_KILLS=0 \
