@@ -18,8 +18,7 @@ use crate::crd::{GROUP_ANNOTATION, TERM_ANNOTATION};
 const OWN_PREFIX: &str = "podium.dev/";
 
 /// A pod's few podium annotations, sorted by key, in one allocation. A `BTreeMap` would spend a
-/// node of eleven entries (over 500 bytes) on every pod podium labels: tens of MiB at 50,000
-/// pods.
+/// node of eleven entries (over 500 bytes) on every pod podium labels.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnAnnotations(Box<[(String, String)]>);
 
