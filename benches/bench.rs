@@ -1034,20 +1034,18 @@ async fn rates_by_kind(
         }
     })
     .await;
-    stream::iter(0..n)
-        .map(|i| {
-            let (ns, name) = group(i);
-            let api = groups(&ns);
-            async move {
-                let patch = merge(json!({"status": null}));
-                api.patch_status(&name, &PatchParams::default(), &patch)
-                    .await
-                    .unwrap();
-            }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await;
+    // Untimed: only so that the operator starts from groups without a status.
+    request_rate(n, concurrency, |i| {
+        let (ns, name) = group(i);
+        let api = groups(&ns);
+        async move {
+            let patch = merge(json!({"status": null}));
+            api.patch_status(&name, &PatchParams::default(), &patch)
+                .await
+                .unwrap();
+        }
+    })
+    .await;
     let stamp = jiff::Timestamp::now().as_second();
     let events = request_rate(n, concurrency, |i| {
         let (ns, pod_name) = pod(i);
