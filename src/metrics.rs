@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -39,6 +40,7 @@ pub struct Metrics {
     status_writes: Counter,
     conflicts: Counter,
     events_dropped: Counter,
+    failover_priority: Counter<f64, AtomicU64>,
     groups: Family<ConditionLabels, Gauge>,
     group_ready: Mutex<HashMap<String, String>>,
     active: Gauge,
@@ -64,7 +66,7 @@ impl Default for Metrics {
         let failover = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         registry.register(
             "failover_duration_seconds",
-            "From a leader becoming unfit (Ready lost past the tolerance, or the reconcile that saw it deleted or terminating) to the new leader's label being acknowledged",
+            "From a leader becoming unfit (Ready lost past the tolerance, or the reconcile that saw it deleted or terminating) to the plan that replaces it applied in full (the new leader's label and the status that records it acknowledged)",
             failover.clone(),
         );
         let pod_writes = Counter::default();
@@ -90,6 +92,12 @@ impl Default for Metrics {
             "events_dropped",
             "Events not written because the queue of Events to write was full",
             events_dropped.clone(),
+        );
+        let failover_priority = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "failover_priority_seconds",
+            "Time during which a failover's reconcile had not yet moved leadership, so that routine writes and Events could not start (none waits more than 1 s)",
+            failover_priority.clone(),
         );
         let groups = Family::<ConditionLabels, Gauge>::default();
         registry.register(
@@ -124,6 +132,7 @@ impl Default for Metrics {
             status_writes,
             conflicts,
             events_dropped,
+            failover_priority,
             groups,
             group_ready: Mutex::default(),
             active,
@@ -156,6 +165,11 @@ impl Metrics {
                 reason: reason.as_str(),
             })
             .inc();
+    }
+
+    /// The counter of time routine writes were held back for failovers, for the write slots.
+    pub fn failover_priority(&self) -> Counter<f64, AtomicU64> {
+        self.failover_priority.clone()
     }
 
     /// Records how long a failover took, in seconds.

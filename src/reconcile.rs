@@ -1,5 +1,6 @@
 //! The controller: gathers an observation from its caches, asks `election::decide`, applies the plan.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use crate::cache::{CachedPod, PodCache};
 use crate::claims::Claims;
 use crate::events::Publisher;
 use crate::routing::{GroupLocks, route};
-use crate::slots::WriteSlots;
+use crate::slots::{Counted, WriteSlots};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -168,8 +169,24 @@ pub struct Context {
 }
 
 tokio::task_local! {
-    /// Set while a reconcile of the urgent queue runs: its writes take no routine write slot.
-    static URGENT: bool;
+    /// Set while a reconcile of the urgent queue runs: its writes take no routine write slot,
+    /// and routine writes are held back while it holds the failover's count.
+    static URGENT: RefCell<Option<Counted>>;
+}
+
+/// Lets routine writes go again: the failover's leadership writes are acknowledged, and what
+/// it writes next (status, the other followers, Events) is not worth holding them back for.
+fn leadership_moved() {
+    let _ = URGENT.try_with(|u| u.borrow_mut().take());
+}
+
+/// Holds routine writes back while a failover's pass may move leadership; taken again by every
+/// pass, since one that went stale after moving it may have to move it again. Dropped with the
+/// urgent scope at the latest.
+fn hold_for_failover(ctx: &Context) {
+    let _ = URGENT.try_with(|u| {
+        u.borrow_mut().get_or_insert_with(|| ctx.slots.failover());
+    });
 }
 
 /// A candidate whose promotion failed this many times in a row is passed over…
@@ -181,7 +198,7 @@ impl Context {
     /// Waits for a routine write slot, unless this is a failover's reconcile; hold it for the
     /// length of one request.
     pub async fn write_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        if URGENT.try_with(|u| *u).unwrap_or(false) {
+        if URGENT.try_with(|_| ()).is_ok() {
             return None;
         }
         self.slots.routine().await
@@ -390,7 +407,10 @@ pub async fn run(
     let urgent = Controller::for_stream(futures::stream::pending(), groups.clone())
         .with_config(config(opts.failover_concurrency));
     let (nodes, node_wakes) = NodeLeases::new(client.clone());
-    let slots = Arc::new(WriteSlots::new(usize::from(opts.concurrency)));
+    let slots = Arc::new(WriteSlots::new(
+        usize::from(opts.concurrency),
+        metrics.failover_priority(),
+    ));
     let reporter = Reporter {
         controller: "podium".into(),
         instance: opts.instance.clone(),
@@ -474,7 +494,9 @@ fn mark_synced<K>(ev: &Result<watcher::Event<K>, watcher::Error>, synced: &watch
 /// work never takes a failover's slot.
 async fn reconcile_urgent(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(obj.as_ref());
-    let action = URGENT.scope(true, reconcile(obj, ctx.clone())).await?;
+    let action = URGENT
+        .scope(RefCell::new(None), reconcile(obj, ctx.clone()))
+        .await?;
     if action != Action::await_change() {
         // Closed only at shutdown.
         let _ = ctx.handed_back.unbounded_send(key);
@@ -488,12 +510,6 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
     }
     let key = ObjectRef::from_obj(obj.as_ref());
     let _serial = ctx.locks.lock(&key).await;
-    // Counted only once it holds the group: a failover waiting for a routine reconcile of the
-    // same group must not hold that one's writes back.
-    let _failover = URGENT
-        .try_with(|u| *u)
-        .unwrap_or(false)
-        .then(|| ctx.slots.failover());
     let (mut pods_synced, mut groups_synced) = ctx.synced.clone();
     pods_synced
         .wait_for(|s| *s)
@@ -558,6 +574,9 @@ async fn reconcile_group(cached: &ElectionGroup, ctx: &Context) -> Result<Action
     // A failover whose status was recorded by one pass but whose labels a later pass finished.
     let mut failover_since = None;
     for _ in 0..ATTEMPTS {
+        // Only once it holds the group: a failover waiting for a routine reconcile of the same
+        // group must not hold that one's writes back.
+        hold_for_failover(ctx);
         // The newest copy: the store may have moved on since this reconcile was queued, and our
         // own writes or re-reads may be newer still.
         let stored = match ctx.groups.get(&key) {
@@ -844,6 +863,7 @@ async fn apply_plan(
         if let Pass::Stale = write_pods(current, ns, ordered, Order::InTurn, &keys, g, ctx).await? {
             return Ok(Pass::Stale);
         }
+        leadership_moved();
         if let Pass::Stale =
             write_pods(current, ns, neutral, Order::AnyOrder, &keys, g, ctx).await?
         {
@@ -930,6 +950,7 @@ async fn apply_recorded(
     if let Pass::Stale = write_pods(current, ns, ordered, Order::InTurn, keys, g, ctx).await? {
         return Ok(Pass::Stale);
     }
+    leadership_moved();
     if let Pass::Stale = write_pods(current, ns, rest, Order::AnyOrder, keys, g, ctx).await? {
         return Ok(Pass::Stale);
     }

@@ -2,39 +2,55 @@
 //!
 //! A request waits behind those already in flight at a busy API server, so what podium keeps in
 //! flight decides how long a failover's requests take. A failover's writes take no slot; routine
-//! writes and Events share `--concurrency` slots, and while a failover is being reconciled they
-//! wait (briefly) so that it meets only those already sent.
+//! writes and Events share `--concurrency` slots, and while a failover is moving leadership they
+//! wait (briefly) so that its writes meet only those already sent. Once its leadership writes
+//! are acknowledged the rest of a failover (status, Events) holds nothing back: every moment
+//! routine writes wait is throughput lost to a cold start or a resync.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Semaphore, SemaphorePermit, watch};
+use tokio::time::Instant;
 
 /// The longest a routine write waits for failovers to finish: a stuck one must not stop the rest.
 const FAILOVER_PAUSE: Duration = Duration::from_secs(1);
 
+/// Failovers moving leadership now, and since when at least one has been.
+#[derive(Default)]
+struct Moving {
+    n: usize,
+    since: Option<Instant>,
+}
+
 /// Write slots shared by routine reconciles and the Event workers.
 pub struct WriteSlots {
     routine: Semaphore,
-    /// Failovers being reconciled now.
-    failovers: watch::Sender<usize>,
+    failovers: watch::Sender<Moving>,
+    /// Seconds during which at least one failover held routine writes back.
+    held: Counter<f64, AtomicU64>,
 }
 
 impl WriteSlots {
-    /// `n` routine writes (Events included) in flight at once.
-    pub fn new(n: usize) -> Self {
+    /// `n` routine writes (Events included) in flight at once; the time they are held back for
+    /// failovers is added to `held`.
+    pub fn new(n: usize, held: Counter<f64, AtomicU64>) -> Self {
         Self {
             routine: Semaphore::new(n.max(1)),
-            failovers: watch::Sender::new(0),
+            failovers: watch::Sender::new(Moving::default()),
+            held,
         }
     }
 
-    /// Counts a failover's reconcile until the guard is dropped (also when it is cancelled).
-    pub fn failover(&self) -> Counted<'_> {
-        Counted::start(&self.failovers)
+    /// Holds routine writes back until the guard is dropped (also when its reconcile is
+    /// cancelled): drop it once the failover's leadership writes are acknowledged.
+    pub fn failover(&self) -> Counted {
+        Counted::start(self.failovers.clone(), self.held.clone())
     }
 
-    /// Waits for a slot for one routine write or Event: after any running failover (up to
-    /// [`FAILOVER_PAUSE`]). Hold the permit for the length of one request.
+    /// Waits for a slot for one routine write or Event: after any failover moving leadership
+    /// (up to [`FAILOVER_PAUSE`]). Hold the permit for the length of one request.
     pub async fn routine(&self) -> Option<SemaphorePermit<'_>> {
         self.pause_for_failovers().await;
         self.routine.acquire().await.ok()
@@ -42,23 +58,38 @@ impl WriteSlots {
 
     async fn pause_for_failovers(&self) {
         let mut rx = self.failovers.subscribe();
-        let _ = tokio::time::timeout(FAILOVER_PAUSE, rx.wait_for(|n| *n == 0)).await;
+        let _ = tokio::time::timeout(FAILOVER_PAUSE, rx.wait_for(|m| m.n == 0)).await;
     }
 }
 
-/// One unit of a counter, taken back when dropped.
-pub struct Counted<'a>(&'a watch::Sender<usize>);
+/// One failover moving leadership, counted off when dropped.
+pub struct Counted {
+    failovers: watch::Sender<Moving>,
+    held: Counter<f64, AtomicU64>,
+}
 
-impl<'a> Counted<'a> {
-    fn start(counter: &'a watch::Sender<usize>) -> Self {
-        counter.send_modify(|n| *n = n.saturating_add(1));
-        Self(counter)
+impl Counted {
+    fn start(failovers: watch::Sender<Moving>, held: Counter<f64, AtomicU64>) -> Self {
+        failovers.send_modify(|m| {
+            if m.n == 0 {
+                m.since = Some(Instant::now());
+            }
+            m.n = m.n.saturating_add(1);
+        });
+        Self { failovers, held }
     }
 }
 
-impl Drop for Counted<'_> {
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.failovers.send_modify(|m| {
+            m.n = m.n.saturating_sub(1);
+            if m.n == 0
+                && let Some(since) = m.since.take()
+            {
+                self.held.inc_by(since.elapsed().as_secs_f64());
+            }
+        });
     }
 }
 
@@ -68,22 +99,22 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn routine_writes_wait_for_a_failover_but_not_for_ever() {
-        let slots = WriteSlots::new(4);
+        let slots = WriteSlots::new(4, Counter::default());
         let failover = slots.failover();
-        let start = tokio::time::Instant::now();
+        let start = Instant::now();
         assert!(slots.routine().await.is_some());
         assert_eq!(start.elapsed(), FAILOVER_PAUSE);
         drop(failover);
-        let start = tokio::time::Instant::now();
+        let start = Instant::now();
         assert!(slots.routine().await.is_some());
         assert_eq!(start.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_failover_that_ends_lets_routine_writes_go_at_once() {
-        let slots = WriteSlots::new(1);
+        let slots = WriteSlots::new(1, Counter::default());
         let failover = slots.failover();
-        let start = tokio::time::Instant::now();
+        let start = Instant::now();
         let write = slots.routine();
         tokio::pin!(write);
         assert!(futures::poll!(write.as_mut()).is_pending());
@@ -92,6 +123,25 @@ mod tests {
         drop(failover);
         assert!(write.await.is_some());
         assert_eq!(start.elapsed(), Duration::from_millis(100));
-        assert_eq!(*slots.failovers.borrow(), 0);
+        assert_eq!(slots.failovers.borrow().n, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_time_counts_overlapping_failovers_once() {
+        let held = Counter::<f64, AtomicU64>::default();
+        let slots = WriteSlots::new(1, held.clone());
+        let first = slots.failover();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let second = slots.failover();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        drop(first);
+        assert_eq!(held.get(), 0.0, "a failover still moves leadership");
+        tokio::time::advance(Duration::from_millis(50)).await;
+        drop(second);
+        assert!((held.get() - 0.25).abs() < 1e-9, "held {}", held.get());
+        // Time with no failover adds nothing.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(slots.failover());
+        assert!((held.get() - 0.25).abs() < 1e-9, "held {}", held.get());
     }
 }
