@@ -1099,15 +1099,46 @@ async fn label_patches(
 
 /// API server request counters by (verb, resource, subresource).
 async fn request_counts(client: &Client) -> BTreeMap<(String, String, String), f64> {
+    api_server_sums(client, "apiserver_request_total{").await
+}
+
+/// The mean time the API server took over a PATCH of a pod between two snapshots of
+/// [`patch_latency_snapshot`], in ms.
+fn mean_patch_ms(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (seconds, count) = (b.0 - a.0, b.1 - a.1);
+    (seconds / count * 10_000.0).round() / 10.0
+}
+
+/// The API server's total seconds spent on PATCHes of pods, and their count.
+async fn patch_latency_snapshot(client: &Client) -> (f64, f64) {
+    let key = ("PATCH".to_string(), "pods".to_string(), String::new());
+    let sum = api_server_sums(client, "apiserver_request_duration_seconds_sum{").await;
+    let count = api_server_sums(client, "apiserver_request_duration_seconds_count{").await;
+    (
+        sum.get(&key).copied().unwrap_or(0.0),
+        count.get(&key).copied().unwrap_or(0.0),
+    )
+}
+
+/// The API server's total seconds spent on writes (every client's), so far: over a window, the
+/// mean number of writes it was serving at once (Little's law).
+async fn write_seconds(client: &Client) -> f64 {
+    let sum = api_server_sums(client, "apiserver_request_duration_seconds_sum{").await;
+    sum.iter()
+        .filter(|((verb, _, _), _)| matches!(verb.as_str(), "PATCH" | "POST" | "PUT" | "DELETE"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// An API server metric whose lines start with `prefix`, summed by (verb, resource,
+/// subresource).
+async fn api_server_sums(client: &Client, prefix: &str) -> BTreeMap<(String, String, String), f64> {
     let text = client
         .request_text(http::Request::get("/metrics").body(vec![]).unwrap())
         .await
         .expect("apiserver /metrics");
     let mut out = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
+    for line in text.lines().filter(|l| l.starts_with(prefix)) {
         let Some((labels, value)) = line.rsplit_once(' ') else {
             continue;
         };
@@ -1639,7 +1670,9 @@ async fn scale(
 
     // Raw capacity first: label patches from a plain client at the operator's concurrency.
     let raw_n = pods_n.min(2000);
+    let raw_latency = patch_latency_snapshot(&client).await;
     let raw_per_s = label_patches(&client, "raw", raw_n, concurrency, pod_at).await;
+    let raw_patch_ms = mean_patch_ms(raw_latency, patch_latency_snapshot(&client).await);
     let raw_sweep = raw_sweep(&client, raw_n, pod_at).await;
     let group_at = |i: usize| {
         let i = i % groups_n;
@@ -1651,8 +1684,12 @@ async fn scale(
     let by_kind = rates_by_kind(&client, raw_n, concurrency, group_at, pod_at).await;
 
     let before = request_counts(&client).await;
+    let converge_latency = patch_latency_snapshot(&client).await;
+    let writes_serving = write_seconds(&client).await;
+    let cpu_before = cpu_seconds_by_process();
     let port = free_port();
     let start = Instant::now();
+    let start_wall = jiff::Timestamp::now();
     let mut op = Operator::start_cluster_wide(
         &prefix,
         &[
@@ -1677,7 +1714,8 @@ async fn scale(
             "groups settled",
         )
         .await;
-        wait_for_list(
+        let settled_ms = ms_since(start);
+        let pods = wait_for_list(
             &all_pods,
             watcher::Config::default().labels(&selector),
             pods_timeout,
@@ -1685,20 +1723,45 @@ async fn scale(
             |p| p.len() == pods_n && one_leader_each(p, groups_n),
         )
         .await;
-        let converge_ms = start.elapsed().as_secs_f64() * 1000.0;
+        let verified_ms = ms_since(start);
         converged.store(true, Ordering::SeqCst);
+        let held_s = metric_value(port, "podium_failover_priority_seconds_total").await;
+        let patch_ms = mean_patch_ms(converge_latency, patch_latency_snapshot(&client).await);
+        let cpu = cpu_seconds_since(&cpu_before, start);
+        let serving =
+            (write_seconds(&client).await - writes_serving) / start.elapsed().as_secs_f64();
         // Status writes land last; give in-flight Events a moment before counting.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        (timeline, converge_ms, request_counts(&client).await)
+        let labelled_ms = last_write_ms(&pods, start_wall)
+            .expect("the labelled pods carry podium's managedFields entry");
+        let times = json!({"settled_ms": settled_ms.round(), "labelled_ms": labelled_ms.round(),
+                           "verified_ms": verified_ms.round(), "failover_priority_s": held_s,
+                           "pod_patch_ms_raw": raw_patch_ms, "pod_patch_ms_converging": patch_ms,
+                           "cpu_cores_converging": cpu,
+                           "writes_in_flight_converging": (serving * 10.0).round() / 10.0});
+        (timeline, times, request_counts(&client).await)
     };
-    let ((timeline, converge_ms, after), (failover_ms, during, ready_ms)) = tokio::join!(
+    let ((timeline, times, after), (failover_ms, during, ready_ms)) = tokio::join!(
         converge,
         failover_under_load(&probe, port, start, &converged, settle_timeout)
     );
+    // Converged once every group is settled and every pod labelled; the bench's own list that
+    // confirms it (tens of seconds for 50,000 pods) is timed apart, as verified_ms.
+    let converge_ms = times["settled_ms"]
+        .as_f64()
+        .unwrap_or(f64::MAX)
+        .max(times["labelled_ms"].as_f64().unwrap_or(f64::MAX));
     let writes = writes_between(&before, &after, &["pods", "electiongroups"]);
     let failover_stats = stats(&failover_ms);
+    // The same failovers as podium timed them: from the reconcile that saw the leader gone to
+    // its plan applied in full (the successor's label, then status), an upper bound of podium's
+    // part. The rest is the deletion and the watch events that tell podium and the bench.
+    let failover_podium = histogram_quantiles(
+        &http_get(port, "/metrics").await.unwrap_or_default().1,
+        "podium_failover_duration_seconds",
+    );
     println!(
-        "  converged in {converge_ms:.0} ms with {writes} writes; failover under load ({during} trials during convergence): {failover_stats}"
+        "  converged in {converge_ms:.0} ms ({times}) with {writes} writes; failover under load ({during} trials during convergence): {failover_stats}"
     );
 
     let idle_start = jiff::Timestamp::now();
@@ -1763,18 +1826,132 @@ async fn scale(
     let with_events_ms = by_kind_ms + kind_ms(2 * groups_n, "event");
     (
         json!({"groups": groups_n, "namespaces": shape.namespaces, "groups_per_namespace": shape.groups_per_ns,
-               "pods": pods_n, "operator_ready_ms": ready_ms.round(), "converge_ms": converge_ms.round(), "api_bound_ms": bound_ms(min_writes), "api_bound_best_ms": best_bound_ms,
+               "pods": pods_n, "operator_ready_ms": ready_ms.round(), "converge_ms": converge_ms.round(), "converge_parts": times, "api_bound_ms": bound_ms(min_writes), "api_bound_best_ms": best_bound_ms,
                "api_bound_by_kind_ms": by_kind_ms.round(), "all_writes_by_kind_ms": with_events_ms.round(), "raw_per_s_by_kind": by_kind,
                "raw_patch_per_s": (raw_per_s * 10.0).round() / 10.0, "raw_patch_per_s_by_concurrency": raw_sweep, "writes": writes,
                "min_writes": min_writes, "idle_writes_60s": idle_writes, "rss_mib": rss,
                "storm_n": storm_n, "storm_deleted_ms": storm_deleted_ms.round(), "storm_from_own_deletion_ms": since_own, "storm_p50_ms": storm_stats["p50"], "storm_p99_ms": storm_stats["p99"],
                "storm_api_bound_ms": bound_ms(storm_n), "storm_requests": storm_requests,
                "converge_requests": requests_between(&before, &after), "failover_under_load_ms": failover_stats,
+               "failover_under_load_podium_ms": failover_podium,
                "failover_under_load_trials_during_convergence": during,
                "concurrency": concurrency, "podium_bin": podium_bin(),
                "timeline": timeline, "rss_timeline": rss_timeline}),
         raw_per_s,
     )
+}
+
+/// The processes of the control plane, kwok and podium: the machine's CPU while converging.
+const PROFILED: [&str; 7] = [
+    "kube-apiserver",
+    "etcd",
+    "kube-scheduler",
+    "kube-controller",
+    "kwok",
+    "podium",
+    "bench",
+];
+
+/// CPU seconds (user and system) used so far by the processes named in [`PROFILED`], summed by
+/// name (`/proc/<pid>/comm`, which the kernel cuts to 15 bytes).
+fn cpu_seconds_by_process() -> BTreeMap<String, f64> {
+    let ticks: f64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let dir = entry.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let Some(name) = PROFILED.iter().find(|n| comm.trim().starts_with(**n)) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let cpu: f64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+            .sum();
+        *out.entry(name.to_string()).or_insert(0.0) += cpu / ticks;
+    }
+    out
+}
+
+/// The cores each process of [`PROFILED`] used on average since `before` was taken at `start`
+/// (a process that started since counts from its start).
+fn cpu_seconds_since(before: &BTreeMap<String, f64>, start: Instant) -> Value {
+    let seconds = start.elapsed().as_secs_f64();
+    let now = cpu_seconds_by_process();
+    let cores: serde_json::Map<String, Value> = now
+        .iter()
+        .map(|(name, cpu)| {
+            let used = cpu - before.get(name).copied().unwrap_or(0.0);
+            (
+                name.clone(),
+                json!((used.max(0.0) / seconds * 100.0).round() / 100.0),
+            )
+        })
+        .collect();
+    Value::Object(cores)
+}
+
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
+}
+
+/// When podium last wrote any of `pods`, in ms since `start`: the API server stamps each
+/// manager's `managedFields` entry with the time of its last change, to the second, so this
+/// rounds up to the end of that second.
+fn last_write_ms(pods: &[Arc<Pod>], start: jiff::Timestamp) -> Option<f64> {
+    let last = pods
+        .iter()
+        .flat_map(|p| p.metadata.managed_fields.iter().flatten())
+        .filter(|m| m.manager.as_deref() == Some(podium::reconcile::MANAGER))
+        .filter_map(|m| m.time.as_ref().map(|t| t.0))
+        .max()?;
+    Some((last.duration_since(start).as_secs_f64() + 1.0) * 1000.0)
+}
+
+/// Count and upper bounds of the buckets holding the median and the 99th percentile of a
+/// Prometheus histogram in `text`, in ms.
+fn histogram_quantiles(text: &str, name: &str) -> Value {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let (le, count) = l.strip_prefix(&prefix)?.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    let n = buckets.last().map_or(0.0, |b| b.1);
+    let bound = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, c)| *c >= (q * n).ceil() && n > 0.0)
+            .map(|(le, _)| le * 1000.0)
+    };
+    json!({"n": n, "p50_at_most": bound(0.5), "p99_at_most": bound(0.99)})
+}
+
+/// The value of an unlabelled metric on the operator's HTTP port (NaN when it cannot be read).
+async fn metric_value(port: u16, name: &str) -> f64 {
+    let body = http_get(port, "/metrics").await.map(|(_, b)| b);
+    body.as_deref()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 /// Which operator build ran: `PODIUM_BIN` (relative to the repository when inside it), or the
@@ -2059,10 +2236,10 @@ fn report(r: &Value) -> String {
         let cells: Vec<String> = row.into_iter().map(cell).collect();
         md.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
-    md.push_str("\n`writes` counts PATCHes of pods and ElectionGroups from the API server's `apiserver_request_total`; `min_writes` is one pod write per pod plus, per group, the finalizer it gets on first sight and one status write. The difference is the probe group's writes (below) and writes that conflicted or were repeated. `API bound` is `min_writes` at the raw patch rate a plain client reaches at the operator's concurrency (`raw_patch_per_s`): no operator converges faster. `idle writes` counts pod and ElectionGroup writes plus the Events podium posted in the bench namespaces. In the storm, `storm n` leaders are deleted at once (1,000 from 10,000 groups up, else up to 100); each group costs up to two pod writes and a status write: the terminating leader is relabelled follower before the successor is labelled leader (break-before-make), and the new term is recorded before the label; `storm bound` counts only the promotion's label, one write per group, at the raw patch rate. `failover under load`: once the cold-started operator has synced its caches (`operator_ready_ms` in results.json), and while the groups converge, the leader of an unrelated, settled group of 5 pods (in a namespace of its own) is deleted again and again, timed until another of its pods is labelled leader. The operator runs on every namespace; `NxM` runs spread the groups over N namespaces.\n");
+    md.push_str("\n`writes` counts PATCHes of pods and ElectionGroups from the API server's `apiserver_request_total`; `min_writes` is one pod write per pod plus, per group, the finalizer it gets on first sight and one status write. The difference is the probe group's writes (below) and writes that conflicted or were repeated. `API bound` is `min_writes` at the raw patch rate a plain client reaches at the operator's concurrency (`raw_patch_per_s`): no operator converges faster. `idle writes` counts pod and ElectionGroup writes plus the Events podium posted in the bench namespaces. In the storm, `storm n` leaders are deleted at once (1,000 from 10,000 groups up, else up to 100); each group costs up to two pod writes and a status write: the terminating leader is relabelled follower before the successor is labelled leader (break-before-make), and the new term is recorded before the label; `storm bound` counts only the promotion's label, one write per group, at the raw patch rate. `failover under load`: once the cold-started operator has synced its caches (`operator_ready_ms` in results.json), and while the groups converge, the leader of an unrelated, settled group of 5 pods (in a namespace of its own) is deleted again and again, timed until another of its pods is labelled leader. The operator runs on every namespace; `NxM` runs spread the groups over N namespaces. `converge` is the later of the last group settled (its status shows a leader and 5 members) and the last pod label podium wrote (the API server's `managedFields` time, to the second, rounded up); the bench's own list that confirms every label is timed apart (`verified_ms`).\n");
     for s in r["scale"].as_array().unwrap() {
         md.push_str(&format!(
-            "\n**{} groups × {} namespace(s)** (operator: {}). Raw label patches/s by concurrency: {}; the API bound at the best of them: {} ms. Other writes at the operator's concurrency, per s: {}; the bound with each kind of write at its own rate: {} ms; every write of the cold start at those rates, with the two Events a new group's election posts (not a bound: convergence does not wait for Events): {} ms. Requests while converging: {}. Requests during the storm: {}.\n",
+            "\n**{} groups × {} namespace(s)** (operator: {}). Raw label patches/s by concurrency: {}; the API bound at the best of them: {} ms. Other writes at the operator's concurrency, per s: {}; the bound with each kind of write at its own rate: {} ms; every write of the cold start at those rates, with the two Events a new group's election posts (not a bound: convergence does not wait for Events): {} ms. Converging: {}. Failover under load as podium timed it (ms, from its reconcile to its plan applied): {}. Requests while converging: {}. Requests during the storm: {}.\n",
             cell(&s["groups"]),
             cell(&s["namespaces"]),
             s["podium_bin"].as_str().unwrap_or("–"),
@@ -2071,6 +2248,8 @@ fn report(r: &Value) -> String {
             s["raw_per_s_by_kind"],
             cell(&s["api_bound_by_kind_ms"]),
             cell(&s["all_writes_by_kind_ms"]),
+            s["converge_parts"],
+            s["failover_under_load_podium_ms"],
             s["converge_requests"],
             s["storm_requests"],
         ));
