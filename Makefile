@@ -133,7 +133,7 @@ bench: cluster-up go-client ## Benchmarks (about 20 minutes): target/bench/{resu
 # state in target/cluster-scale), brought up before and down after, pass or fail: no e2e test's
 # groups meet it, and the shared cluster's etcd never holds the 50,000 pods.
 bench-scale: BENCH_OUT ?= target/bench-scale
-bench-scale: ## Scale runs only (BENCH_SCALES=10000,1000x10; an hour or more) on a cluster of their own: target/bench-scale/{results.json,report.md,scale.png}
+bench-scale: ## Scale runs only (BENCH_SCALES=10000,1000x10; about 30 minutes on 2 cores) on a cluster of their own: target/bench-scale/{results.json,report.md,scale.png}
 	[ -n "$$PODIUM_BIN" ] || cargo build --release --locked --target $(MUSL) --bin podium
 	PODIUM_CLUSTER=scale e2e/cluster/up.sh
 	status=0; PODIUM_CLUSTER=scale BENCH_OUT=$(BENCH_OUT) BENCH_SCALES=$${BENCH_SCALES:-10000,1000x10} \
