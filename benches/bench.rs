@@ -1753,9 +1753,9 @@ async fn scale(
         .max(times["labelled_ms"].as_f64().unwrap_or(f64::MAX));
     let writes = writes_between(&before, &after, &["pods", "electiongroups"]);
     let failover_stats = stats(&failover_ms);
-    // The same failovers as podium timed them: from the reconcile that saw the leader gone to
-    // its plan applied in full (the successor's label, then status), an upper bound of podium's
-    // part. The rest is the deletion and the watch events that tell podium and the bench.
+    // The same failovers as podium timed them: from the reconcile that saw the leader gone (the
+    // watch delivery and the queue before it left out) to its plan applied in full (the
+    // successor's label, then the status write the bench does not wait for).
     let failover_podium = histogram_quantiles(
         &http_get(port, "/metrics").await.unwrap_or_default().1,
         "podium_failover_duration_seconds",

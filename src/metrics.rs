@@ -96,7 +96,7 @@ impl Default for Metrics {
         let failover_priority = Counter::<f64, AtomicU64>::default();
         registry.register(
             "failover_priority_seconds",
-            "Time during which a failover's reconcile had not yet moved leadership, so that routine writes and Events could not start (none waits more than 1 s)",
+            "Time during which at least one failover's reconcile had not yet moved leadership: the window in which routine writes and Events that come up wait (each at most 1 s), not the time any of them waited",
             failover_priority.clone(),
         );
         let groups = Family::<ConditionLabels, Gauge>::default();

@@ -28,7 +28,8 @@ struct Moving {
 pub struct WriteSlots {
     routine: Semaphore,
     failovers: watch::Sender<Moving>,
-    /// Seconds during which at least one failover held routine writes back.
+    /// Seconds during which at least one failover was moving leadership (whether or not a routine
+    /// write was waiting).
     held: Counter<f64, AtomicU64>,
 }
 
