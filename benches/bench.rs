@@ -1099,44 +1099,62 @@ async fn label_patches(
 
 /// API server request counters by (verb, resource, subresource).
 async fn request_counts(client: &Client) -> BTreeMap<(String, String, String), f64> {
-    api_server_sums(client, "apiserver_request_total{").await
-}
-
-/// The mean time the API server took over a PATCH of a pod between two snapshots of
-/// [`patch_latency_snapshot`], in ms.
-fn mean_patch_ms(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (seconds, count) = (b.0 - a.0, b.1 - a.1);
-    (seconds / count * 10_000.0).round() / 10.0
-}
-
-/// The API server's total seconds spent on PATCHes of pods, and their count.
-async fn patch_latency_snapshot(client: &Client) -> (f64, f64) {
-    let key = ("PATCH".to_string(), "pods".to_string(), String::new());
-    let sum = api_server_sums(client, "apiserver_request_duration_seconds_sum{").await;
-    let count = api_server_sums(client, "apiserver_request_duration_seconds_count{").await;
-    (
-        sum.get(&key).copied().unwrap_or(0.0),
-        count.get(&key).copied().unwrap_or(0.0),
+    api_server_sums(
+        &api_server_metrics(client).await,
+        "apiserver_request_total{",
     )
 }
 
-/// The API server's total seconds spent on writes (every client's), so far: over a window, the
-/// mean number of writes it was serving at once (Little's law).
-async fn write_seconds(client: &Client) -> f64 {
-    let sum = api_server_sums(client, "apiserver_request_duration_seconds_sum{").await;
-    sum.iter()
-        .filter(|((verb, _, _), _)| matches!(verb.as_str(), "PATCH" | "POST" | "PUT" | "DELETE"))
-        .map(|(_, v)| v)
-        .sum()
+/// The API server's own request durations at one instant, from one read of its metrics.
+struct Durations {
+    /// Seconds spent on PATCHes of pods, and their count.
+    pod_patches: (f64, f64),
+    /// Seconds spent on writes of every kind, every client's: over a window, the mean number
+    /// of writes it was serving at once (Little's law).
+    writes: f64,
+}
+
+impl Durations {
+    async fn now(client: &Client) -> Self {
+        let text = api_server_metrics(client).await;
+        let sum = api_server_sums(&text, "apiserver_request_duration_seconds_sum{");
+        let count = api_server_sums(&text, "apiserver_request_duration_seconds_count{");
+        let key = ("PATCH".to_string(), "pods".to_string(), String::new());
+        let writes = sum
+            .iter()
+            .filter(|((verb, _, _), _)| {
+                matches!(verb.as_str(), "PATCH" | "POST" | "PUT" | "DELETE")
+            })
+            .map(|(_, v)| v)
+            .sum();
+        Self {
+            pod_patches: (
+                sum.get(&key).copied().unwrap_or(0.0),
+                count.get(&key).copied().unwrap_or(0.0),
+            ),
+            writes,
+        }
+    }
+
+    /// The mean time the API server took over a PATCH of a pod since `self`, in ms.
+    fn mean_patch_ms(&self, later: &Self) -> f64 {
+        let seconds = later.pod_patches.0 - self.pod_patches.0;
+        let count = later.pod_patches.1 - self.pod_patches.1;
+        (seconds / count * 10_000.0).round() / 10.0
+    }
+}
+
+/// The API server's metrics, as text.
+async fn api_server_metrics(client: &Client) -> String {
+    client
+        .request_text(http::Request::get("/metrics").body(vec![]).unwrap())
+        .await
+        .expect("apiserver /metrics")
 }
 
 /// An API server metric whose lines start with `prefix`, summed by (verb, resource,
 /// subresource).
-async fn api_server_sums(client: &Client, prefix: &str) -> BTreeMap<(String, String, String), f64> {
-    let text = client
-        .request_text(http::Request::get("/metrics").body(vec![]).unwrap())
-        .await
-        .expect("apiserver /metrics");
+fn api_server_sums(text: &str, prefix: &str) -> BTreeMap<(String, String, String), f64> {
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with(prefix)) {
         let Some((labels, value)) = line.rsplit_once(' ') else {
@@ -1670,9 +1688,9 @@ async fn scale(
 
     // Raw capacity first: label patches from a plain client at the operator's concurrency.
     let raw_n = pods_n.min(2000);
-    let raw_latency = patch_latency_snapshot(&client).await;
+    let raw_before = Durations::now(&client).await;
     let raw_per_s = label_patches(&client, "raw", raw_n, concurrency, pod_at).await;
-    let raw_patch_ms = mean_patch_ms(raw_latency, patch_latency_snapshot(&client).await);
+    let raw_patch_ms = raw_before.mean_patch_ms(&Durations::now(&client).await);
     let raw_sweep = raw_sweep(&client, raw_n, pod_at).await;
     let group_at = |i: usize| {
         let i = i % groups_n;
@@ -1684,8 +1702,7 @@ async fn scale(
     let by_kind = rates_by_kind(&client, raw_n, concurrency, group_at, pod_at).await;
 
     let before = request_counts(&client).await;
-    let converge_latency = patch_latency_snapshot(&client).await;
-    let writes_serving = write_seconds(&client).await;
+    let durations_before = Durations::now(&client).await;
     let cpu_before = cpu_seconds_by_process();
     let port = free_port();
     let start = Instant::now();
@@ -1726,10 +1743,10 @@ async fn scale(
         let verified_ms = ms_since(start);
         converged.store(true, Ordering::SeqCst);
         let held_s = metric_value(port, "podium_failover_priority_seconds_total").await;
-        let patch_ms = mean_patch_ms(converge_latency, patch_latency_snapshot(&client).await);
+        let durations = Durations::now(&client).await;
+        let patch_ms = durations_before.mean_patch_ms(&durations);
         let cpu = cpu_seconds_since(&cpu_before, start);
-        let serving =
-            (write_seconds(&client).await - writes_serving) / start.elapsed().as_secs_f64();
+        let serving = (durations.writes - durations_before.writes) / start.elapsed().as_secs_f64();
         // Status writes land last; give in-flight Events a moment before counting.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let labelled_ms = last_write_ms(&pods, start_wall)
@@ -1739,18 +1756,15 @@ async fn scale(
                            "pod_patch_ms_raw": raw_patch_ms, "pod_patch_ms_converging": patch_ms,
                            "cpu_cores_converging": cpu,
                            "writes_in_flight_converging": (serving * 10.0).round() / 10.0});
-        (timeline, times, request_counts(&client).await)
+        // Converged once every group is settled and every pod labelled; the bench's own list
+        // that confirms it (tens of seconds for 50,000 pods) is timed apart, as verified_ms.
+        let converge_ms = settled_ms.max(labelled_ms);
+        (timeline, times, converge_ms, request_counts(&client).await)
     };
-    let ((timeline, times, after), (failover_ms, during, ready_ms)) = tokio::join!(
+    let ((timeline, times, converge_ms, after), (failover_ms, during, ready_ms)) = tokio::join!(
         converge,
         failover_under_load(&probe, port, start, &converged, settle_timeout)
     );
-    // Converged once every group is settled and every pod labelled; the bench's own list that
-    // confirms it (tens of seconds for 50,000 pods) is timed apart, as verified_ms.
-    let converge_ms = times["settled_ms"]
-        .as_f64()
-        .unwrap_or(f64::MAX)
-        .max(times["labelled_ms"].as_f64().unwrap_or(f64::MAX));
     let writes = writes_between(&before, &after, &["pods", "electiongroups"]);
     let failover_stats = stats(&failover_ms);
     // The same failovers as podium timed them: from the reconcile that saw the leader gone (the

@@ -167,7 +167,7 @@ impl Metrics {
             .inc();
     }
 
-    /// The counter of time routine writes were held back for failovers, for the write slots.
+    /// The counter of time at least one failover was moving leadership, for the write slots.
     pub fn failover_priority(&self) -> Counter<f64, AtomicU64> {
         self.failover_priority.clone()
     }

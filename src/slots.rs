@@ -34,8 +34,8 @@ pub struct WriteSlots {
 }
 
 impl WriteSlots {
-    /// `n` routine writes (Events included) in flight at once; the time they are held back for
-    /// failovers is added to `held`.
+    /// `n` routine writes (Events included) in flight at once; the time during which a failover
+    /// is moving leadership is added to `held`.
     pub fn new(n: usize, held: Counter<f64, AtomicU64>) -> Self {
         Self {
             routine: Semaphore::new(n.max(1)),
