@@ -1549,20 +1549,22 @@ async fn probe_leader(pods: &Api<Pod>, all: bool, timeout: Duration) -> String {
 /// `port`) has synced its caches: deletes the probe group's leader (grace 0) and times, from a
 /// pod watch, until another probe pod is labelled leader; replaces the deleted pod (a new name,
 /// the same labels), waits until it is Ready, pauses 300 ms, and again until `converged`, and at
-/// least 5 times. Returns the times, how many trials began before convergence ended, and when
-/// (ms after `start`) the operator was ready.
+/// least 5 times. Returns the times, how many trials began before convergence ended, when
+/// (ms after `start`) the operator was ready, and the parts the bench sees: when each deletion
+/// was answered, and when its watch saw the pod gone.
 async fn failover_under_load(
     probe: &TestNs,
     port: u16,
     start: Instant,
     converged: &AtomicBool,
     timeout: Duration,
-) -> (Vec<f64>, usize, f64) {
+) -> (Vec<f64>, usize, f64, Value) {
     let watch = LeaderWatch::start(probe, "group=probe").await;
     let mut leader = probe_leader(&probe.api(), false, timeout).await;
     wait_http(port, "/readyz", 200, timeout).await;
     let ready_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (mut times, mut during) = (vec![], 0);
+    let (mut answered, mut seen_gone) = (vec![], vec![]);
     // Replacements get new names: under load a same-named replacement was seen deleted (grace
     // 0) at once, as if the deletion of its predecessor, finished late, had reached it too.
     let mut replacements = GROUP_SIZE..;
@@ -1570,8 +1572,13 @@ async fn failover_under_load(
         during += usize::from(!converged.load(Ordering::SeqCst));
         let start = Instant::now();
         probe.delete_pod_now(&leader).await;
+        answered.push(start.elapsed().as_secs_f64() * 1000.0);
         let (next, seen) = watch.wait_new_leader(&leader, start, timeout).await;
         times.push(seen.duration_since(start).as_secs_f64() * 1000.0);
+        // The deletion reaches the bench's watch as it reaches podium's (both watch pods).
+        if let Some(gone) = watch.seen_gone(&leader, start) {
+            seen_gone.push(gone.duration_since(start).as_secs_f64() * 1000.0);
+        }
         let name = format!("probe-{}", replacements.next().unwrap_or_default());
         probe.create_pod(&name, &PROBE_LABELS).await;
         probe.wait_running(&name).await;
@@ -1582,7 +1589,9 @@ async fn failover_under_load(
         watch.max_leaders() <= 1,
         "a watch saw two probe leaders at once"
     );
-    (times, during, ready_ms)
+    let parts =
+        json!({"delete_answered_ms": stats(&answered), "seen_deleted_ms": stats(&seen_gone)});
+    (times, during, ready_ms, parts)
 }
 
 /// One scale run of `shape`. Before the cold start, a probe group of 5 pods in a namespace of
@@ -1761,7 +1770,7 @@ async fn scale(
         let converge_ms = settled_ms.max(labelled_ms);
         (timeline, times, converge_ms, request_counts(&client).await)
     };
-    let ((timeline, times, converge_ms, after), (failover_ms, during, ready_ms)) = tokio::join!(
+    let ((timeline, times, converge_ms, after), (failover_ms, during, ready_ms, failover_parts)) = tokio::join!(
         converge,
         failover_under_load(&probe, port, start, &converged, settle_timeout)
     );
@@ -1769,11 +1778,13 @@ async fn scale(
     let failover_stats = stats(&failover_ms);
     // The same failovers as podium timed them: from the reconcile that saw the leader gone (the
     // watch delivery and the queue before it left out) to its plan applied in full (the
-    // successor's label, then the status write the bench does not wait for).
-    let failover_podium = histogram_quantiles(
-        &http_get(port, "/metrics").await.unwrap_or_default().1,
-        "podium_failover_duration_seconds",
-    );
+    // successor's label, then the status write the bench does not wait for); and podium's
+    // parts of them, up to the label acknowledged.
+    let metrics = http_get(port, "/metrics").await.unwrap_or_default().1;
+    let failover_podium = Histo::parse(&metrics, "podium_failover_duration_seconds", "").summary();
+    let stages_converging = failover_stages(&metrics);
+    let failover_stages_ms = stages_since(&stages_converging, None);
+    println!("  failover under load, podium's parts: {failover_stages_ms}");
     println!(
         "  converged in {converge_ms:.0} ms ({times}) with {writes} writes; failover under load ({during} trials during convergence): {failover_stats}"
     );
@@ -1811,6 +1822,9 @@ async fn scale(
     let (storm, storm_deleted_ms, since_own) =
         storm_times(&all_pods, &selector, &victims, storm_timeout).await;
     let storm_requests = requests_between(&storm_before, &request_counts(&client).await);
+    let metrics = http_get(port, "/metrics").await.unwrap_or_default().1;
+    let storm_stages = stages_since(&failover_stages(&metrics), Some(&stages_converging));
+    println!("  storm, podium's parts: {storm_stages}");
     let storm_stats = stats(&storm);
     let since_own = stats(&since_own);
     println!("  storm, each from its own leader's deletion: {since_own}");
@@ -1848,6 +1862,7 @@ async fn scale(
                "storm_api_bound_ms": bound_ms(storm_n), "storm_requests": storm_requests,
                "converge_requests": requests_between(&before, &after), "failover_under_load_ms": failover_stats,
                "failover_under_load_podium_ms": failover_podium,
+               "failover_under_load_stages_ms": failover_stages_ms, "failover_under_load_bench_parts_ms": failover_parts, "storm_stages_ms": storm_stages,
                "failover_under_load_trials_during_convergence": during,
                "concurrency": concurrency, "podium_bin": podium_bin(),
                "timeline": timeline, "rss_timeline": rss_timeline}),
@@ -1932,30 +1947,114 @@ fn last_write_ms(pods: &[Arc<Pod>], start: jiff::Timestamp) -> Option<f64> {
     Some((last.duration_since(start).as_secs_f64() + 1.0) * 1000.0)
 }
 
-/// Count and upper bounds of the buckets holding the median and the 99th percentile of a
-/// Prometheus histogram in `text`, in ms.
-fn histogram_quantiles(text: &str, name: &str) -> Value {
-    let prefix = format!("{name}_bucket{{le=\"");
-    let buckets: Vec<(f64, f64)> = text
-        .lines()
-        .filter_map(|l| {
-            let (le, count) = l.strip_prefix(&prefix)?.split_once("\"} ")?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
+/// One histogram of the operator's `/metrics` (or one series of it, picked by a label).
+#[derive(Clone, Default)]
+struct Histo {
+    /// Cumulative counts by upper bound, `+Inf` last.
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
+}
+
+impl Histo {
+    /// The series of `name` whose labels besides `le` are `labels` (e.g. `stage="slot"`, or
+    /// empty for an unlabelled histogram).
+    fn parse(text: &str, name: &str, labels: &str) -> Self {
+        let value = |l: &str| l.trim().parse::<f64>().ok();
+        let mut h = Self::default();
+        for line in text.lines() {
+            let Some((series, v)) = line.rsplit_once(' ') else {
+                continue;
             };
-            Some((le, count.trim().parse().ok()?))
+            if let Some(inner) = series
+                .strip_prefix(name)
+                .and_then(|r| r.strip_prefix("_bucket{"))
+                .and_then(|r| r.strip_suffix('}'))
+            {
+                let mut le = None;
+                let mut rest = vec![];
+                for part in inner.split(',') {
+                    match part.strip_prefix("le=") {
+                        Some(b) => le = Some(b.trim_matches('"')),
+                        None => rest.push(part),
+                    }
+                }
+                let bound = match le {
+                    Some("+Inf") => Some(f64::INFINITY),
+                    Some(b) => b.parse().ok(),
+                    None => None,
+                };
+                if let (Some(bound), Some(v), true) = (bound, value(v), rest.join(",") == labels) {
+                    h.buckets.push((bound, v));
+                }
+            } else if series == format!("{name}_sum") || series == format!("{name}_sum{{{labels}}}")
+            {
+                h.sum = value(v).unwrap_or(f64::NAN);
+            }
+        }
+        h
+    }
+
+    /// What was observed since `before` (the same histogram read earlier).
+    fn since(&self, before: &Histo) -> Histo {
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|(le, c)| {
+                let old = before
+                    .buckets
+                    .iter()
+                    .find(|(b, _)| b == le)
+                    .map_or(0.0, |b| b.1);
+                (*le, c - old)
+            })
+            .collect();
+        Histo {
+            buckets,
+            sum: self.sum - before.sum,
+        }
+    }
+
+    /// Count, mean and the bucket bounds the median and the 99th percentile fall under (ms).
+    fn summary(&self) -> Value {
+        let n = self.buckets.last().map_or(0.0, |b| b.1);
+        let bound = |q: f64| {
+            self.buckets
+                .iter()
+                .find(|(_, c)| *c >= (q * n).ceil() && n > 0.0)
+                .map(|(le, _)| le * 1000.0)
+        };
+        let mean = (n > 0.0).then(|| (self.sum / n * 1000.0 * 10.0).round() / 10.0);
+        json!({"n": n, "mean_ms": mean, "p50_at_most": bound(0.5), "p99_at_most": bound(0.99)})
+    }
+}
+
+/// The parts of podium's failovers (`podium_failover_stage_seconds`), as read now.
+fn failover_stages(text: &str) -> Vec<(&'static str, Histo)> {
+    ["queued", "slot", "moving"]
+        .into_iter()
+        .map(|stage| {
+            let labels = format!("stage=\"{stage}\"");
+            (
+                stage,
+                Histo::parse(text, "podium_failover_stage_seconds", &labels),
+            )
+        })
+        .collect()
+}
+
+/// Each part's summary, of what was observed since `before` (none: since the start).
+fn stages_since(now: &[(&str, Histo)], before: Option<&[(&str, Histo)]>) -> Value {
+    let parts: serde_json::Map<String, Value> = now
+        .iter()
+        .map(|(stage, h)| {
+            let old = before
+                .and_then(|b| b.iter().find(|(s, _)| s == stage))
+                .map(|(_, h)| h.clone())
+                .unwrap_or_default();
+            (stage.to_string(), h.since(&old).summary())
         })
         .collect();
-    let n = buckets.last().map_or(0.0, |b| b.1);
-    let bound = |q: f64| {
-        buckets
-            .iter()
-            .find(|(_, c)| *c >= (q * n).ceil() && n > 0.0)
-            .map(|(le, _)| le * 1000.0)
-    };
-    json!({"n": n, "p50_at_most": bound(0.5), "p99_at_most": bound(0.99)})
+    Value::Object(parts)
 }
 
 /// The value of an unlabelled metric on the operator's HTTP port (NaN when it cannot be read).

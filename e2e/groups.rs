@@ -257,6 +257,8 @@ struct WatchState {
     max_leaders: usize,
     min_leaders_after_first: Option<usize>,
     became_leader: Vec<(String, Instant)>,
+    /// When each pod was seen deleted.
+    gone: Vec<(String, Instant)>,
     /// Why the watch stopped, if it did.
     stopped: Option<String>,
 }
@@ -300,6 +302,7 @@ impl LeaderWatch {
                     }
                     watcher::Event::Delete(p) => {
                         s.roles.remove(&p.name_any());
+                        s.gone.push((p.name_any(), Instant::now()));
                     }
                     watcher::Event::InitDone => {
                         if let Some(tx) = ready.take() {
@@ -354,6 +357,16 @@ impl LeaderWatch {
     /// The fewest pods labelled leader at once since the first leader appeared.
     pub fn min_leaders(&self) -> Option<usize> {
         self.state().min_leaders_after_first
+    }
+
+    /// When the watch saw `pod` deleted at or after `after`, if it did.
+    #[allow(dead_code, reason = "the bench's failover under load uses it; no e2e test does")]
+    pub fn seen_gone(&self, pod: &str, after: Instant) -> Option<Instant> {
+        self.state()
+            .gone
+            .iter()
+            .find(|(p, t)| p == pod && *t >= after)
+            .map(|(_, t)| *t)
     }
 
     /// The pods seen becoming leader at or after `after`, in order.

@@ -25,6 +25,34 @@ struct Reason {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: &'static str,
+}
+
+/// The parts of a failover before its leadership writes are acknowledged, each timed apart.
+#[derive(Clone, Copy, Debug)]
+pub enum FailoverStage {
+    /// From the pod change that took the leader away, as podium's watch delivered it, to the
+    /// failover's reconcile holding the group.
+    Queued,
+    /// Waiting for one of the `--failover-concurrency` slots of failovers moving leadership.
+    Slot,
+    /// From the slot to the leadership writes acknowledged (deciding, and status first when
+    /// the new leader was not reserved).
+    Moving,
+}
+
+impl FailoverStage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Slot => "slot",
+            Self::Moving => "moving",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConditionLabels {
     condition: &'static str,
     status: String,
@@ -36,6 +64,7 @@ pub struct Metrics {
     reconciles: Family<Outcome, Counter>,
     leader_changes: Family<Reason, Counter>,
     failover: Histogram,
+    failover_stages: Family<StageLabels, Histogram>,
     pod_writes: Counter,
     status_writes: Counter,
     conflicts: Counter,
@@ -46,6 +75,11 @@ pub struct Metrics {
     active: Gauge,
     node_lease_watches: Gauge,
     node_lease_watches_failing: Gauge,
+}
+
+/// 1 ms to about 32 s.
+fn stage_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
 impl Default for Metrics {
@@ -68,6 +102,13 @@ impl Default for Metrics {
             "failover_duration_seconds",
             "From a leader becoming unfit (Ready lost past the tolerance, or the reconcile that saw it deleted or terminating) to the plan that replaces it applied in full (the new leader's label and the status that records it acknowledged)",
             failover.clone(),
+        );
+        let failover_stages =
+            Family::<StageLabels, Histogram>::new_with_constructor(stage_histogram as fn() -> _);
+        registry.register(
+            "failover_stage_seconds",
+            "The parts of a failover up to its leadership writes acknowledged: queued (from podium's watch delivering the change to its reconcile holding the group), slot (waiting for a failover slot), moving (to the leadership writes acknowledged)",
+            failover_stages.clone(),
         );
         let pod_writes = Counter::default();
         registry.register(
@@ -128,6 +169,7 @@ impl Default for Metrics {
             reconciles,
             leader_changes,
             failover,
+            failover_stages,
             pod_writes,
             status_writes,
             conflicts,
@@ -175,6 +217,15 @@ impl Metrics {
     /// Records how long a failover took, in seconds.
     pub fn failover_took(&self, seconds: f64) {
         self.failover.observe(seconds.max(0.0));
+    }
+
+    /// Records how long one part of a failover took.
+    pub fn failover_stage(&self, stage: FailoverStage, took: std::time::Duration) {
+        self.failover_stages
+            .get_or_create(&StageLabels {
+                stage: stage.as_str(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// Counts one pod write.
@@ -255,7 +306,16 @@ mod tests {
         m.group_ready("ns/b", Some("True"));
         m.group_ready("ns/b", Some("False"));
         m.group_ready("ns/a", None);
+        m.failover_stage(FailoverStage::Slot, std::time::Duration::from_millis(3));
         let text = m.encode();
+        assert!(
+            text.contains(r#"podium_failover_stage_seconds_bucket{le="0.004",stage="slot"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"podium_failover_stage_seconds_bucket{le="0.002",stage="slot"} 0"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#"podium_reconciles_total{result="error",kind="forbidden"} 1"#),
             "{text}"

@@ -16,7 +16,7 @@ use kube::runtime::events::{Event, EventType, Reporter};
 use crate::cache::{CachedPod, PodCache};
 use crate::claims::Claims;
 use crate::events::Publisher;
-use crate::routing::{GroupLocks, route};
+use crate::routing::{GroupLocks, UrgentSince, route};
 use crate::slots::{Counted, WriteSlots};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -32,7 +32,7 @@ use crate::crd::{
 use crate::election::{self, Note, Observation, Plan, PodChange, Subject};
 use crate::leadership::Fence;
 use crate::membership::{Claim, RoleKeys, anchor, membership};
-use crate::metrics::Metrics;
+use crate::metrics::{FailoverStage, Metrics};
 use crate::nodes::NodeLeases;
 use crate::overlay::Overlay;
 use crate::validation::{Settings, validate};
@@ -166,26 +166,61 @@ pub struct Context {
     handed_back: futures::channel::mpsc::UnboundedSender<ObjectRef<Guarded>>,
     /// Who writes first: failovers, then routine writes and Events, which share the slots.
     pub slots: Arc<WriteSlots>,
+    /// When each group in the urgent queue was put there.
+    urgent_since: Arc<UrgentSince>,
 }
 
 tokio::task_local! {
-    /// Set while a reconcile of the urgent queue runs: its writes take no routine write slot,
-    /// and routine writes are held back while it holds the failover's count.
-    static URGENT: RefCell<Option<Counted>>;
+    /// Set while a reconcile of the urgent queue runs: until its leadership writes are
+    /// acknowledged they take no routine write slot, and routine writes are held back.
+    static URGENT: RefCell<Failover>;
+    /// Set while a reconcile holds its group: how many failovers wait for the group.
+    static FAILOVERS_WAITING: watch::Receiver<usize>;
+}
+
+/// A failover's reconcile: when it was queued, and its hold while it moves leadership.
+#[derive(Default)]
+struct Failover {
+    queued: Option<std::time::Instant>,
+    hold: Option<Counted>,
+    moving_since: Option<std::time::Instant>,
 }
 
 /// Lets routine writes go again: the failover's leadership writes are acknowledged, and what
-/// it writes next (status, the other followers, Events) is not worth holding them back for.
-fn leadership_moved() {
-    let _ = URGENT.try_with(|u| u.borrow_mut().take());
+/// it writes next (status, the other followers, Events) waits for routine slots like them.
+fn leadership_moved(ctx: &Context) {
+    let _ = URGENT.try_with(|u| {
+        let mut u = u.borrow_mut();
+        u.hold = None;
+        if let Some(since) = u.moving_since.take() {
+            ctx.metrics
+                .failover_stage(FailoverStage::Moving, since.elapsed());
+        }
+    });
 }
 
-/// Holds routine writes back while a failover's pass may move leadership; taken again by every
-/// pass, since one that went stale after moving it may have to move it again. Dropped with the
-/// urgent scope at the latest.
-fn hold_for_failover(ctx: &Context) {
+/// Holds routine writes back while a failover's pass may move leadership, and takes one of the
+/// failover slots; taken again by every pass, since one that went stale after moving it may
+/// have to move it again. Dropped with the urgent scope at the latest.
+async fn hold_for_failover(ctx: &Context) {
+    let Ok(Some(queued)) = URGENT.try_with(|u| {
+        let mut u = u.borrow_mut();
+        u.hold.is_none().then(|| u.queued.take())
+    }) else {
+        return;
+    };
+    let start = std::time::Instant::now();
+    if let Some(queued) = queued {
+        ctx.metrics
+            .failover_stage(FailoverStage::Queued, start.duration_since(queued));
+    }
+    let hold = ctx.slots.failover().await;
+    ctx.metrics
+        .failover_stage(FailoverStage::Slot, start.elapsed());
     let _ = URGENT.try_with(|u| {
-        u.borrow_mut().get_or_insert_with(|| ctx.slots.failover());
+        let mut u = u.borrow_mut();
+        u.hold = Some(hold);
+        u.moving_since = Some(std::time::Instant::now());
     });
 }
 
@@ -195,13 +230,27 @@ const PROMOTION_TRIES: u32 = 3;
 const PASSED_OVER_FOR: Duration = Duration::from_secs(300);
 
 impl Context {
-    /// Waits for a routine write slot, unless this is a failover's reconcile; hold it for the
-    /// length of one request.
+    /// Waits for a routine write slot, unless this is a failover's reconcile still moving
+    /// leadership; hold it for the length of one request.
     pub async fn write_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        if URGENT.try_with(|_| ()).is_ok() {
+        if URGENT.try_with(|u| u.borrow().hold.is_some()) == Ok(true) {
             return None;
         }
-        self.slots.routine().await
+        let Ok(mut waiting) = FAILOVERS_WAITING.try_with(watch::Receiver::clone) else {
+            return self.slots.routine().await;
+        };
+        // A failover waiting for this group waits for these writes: they go without a slot,
+        // as its own would, rather than behind other groups' routine writes.
+        let failover_waits = async move {
+            if waiting.wait_for(|n| *n > 0).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            biased;
+            () = failover_waits => None,
+            slot = self.slots.routine() => slot,
+        }
     }
 
     /// Members whose promotion keeps failing, to be passed over for now.
@@ -273,7 +322,7 @@ pub struct Options {
     pub active: watch::Receiver<bool>,
     /// How many groups are reconciled at once.
     pub concurrency: u16,
-    /// How many failovers are reconciled at once, besides.
+    /// How many failovers move leadership at once, besides.
     pub failover_concurrency: u16,
     /// Whether this replica may write at this instant.
     pub fence: Arc<Fence>,
@@ -306,6 +355,8 @@ pub async fn run(
     });
     let claims = Arc::new(Claims::default());
     let (urgent_tx, urgent_rx) = futures::channel::mpsc::unbounded();
+    let urgent_since = Arc::new(UrgentSince::default());
+    let queued = urgent_since.clone();
     let (handed_back, handed_back_rx) = futures::channel::mpsc::unbounded();
     let overlay = Arc::new(Overlay::default());
     let (cache, index, echoes) = (pods.clone(), claims.clone(), overlay.clone());
@@ -346,6 +397,7 @@ pub async fn run(
                            ready = ?change.after.as_ref().map(|p| p.ready),
                            terminating = ?change.after.as_ref().map(|p| p.terminating),
                            "failover queued");
+                    queued.queued(&group);
                     // The receiver lives as long as the controller; a closed one means shutdown.
                     let _ = urgent_tx.unbounded_send(group);
                 }
@@ -403,12 +455,15 @@ pub async fn run(
     let routine = Controller::for_stream(group_events, groups.clone())
         .with_config(config(opts.concurrency.saturating_mul(2)));
     // The urgent queue has no stream of its own: it runs only what failovers put in it, with
-    // slots of its own, so a failover never waits behind routine work.
-    let urgent = Controller::for_stream(futures::stream::pending(), groups.clone())
-        .with_config(config(opts.failover_concurrency));
+    // slots of its own, so a failover never waits behind routine work. Its reconciles are not
+    // counted: the failover slots bound those moving leadership, and one whose status write
+    // waits for a routine slot must not keep the next failover from starting.
+    let urgent =
+        Controller::for_stream(futures::stream::pending(), groups.clone()).with_config(config(0));
     let (nodes, node_wakes) = NodeLeases::new(client.clone());
     let slots = Arc::new(WriteSlots::new(
         usize::from(opts.concurrency),
+        usize::from(opts.failover_concurrency),
         metrics.failover_priority(),
     ));
     let reporter = Reporter {
@@ -432,6 +487,7 @@ pub async fn run(
         promotion_failures: Mutex::default(),
         nodes,
         handed_back,
+        urgent_since,
     });
     // Becoming active re-examines every group: a standby's caches are warm but it acted on nothing.
     let became_active = futures::stream::unfold(opts.active.clone(), |mut rx| async move {
@@ -494,8 +550,12 @@ fn mark_synced<K>(ev: &Result<watcher::Event<K>, watcher::Error>, synced: &watch
 /// work never takes a failover's slot.
 async fn reconcile_urgent(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(obj.as_ref());
+    let failover = Failover {
+        queued: ctx.urgent_since.take(&key),
+        ..Failover::default()
+    };
     let action = URGENT
-        .scope(RefCell::new(None), reconcile(obj, ctx.clone()))
+        .scope(RefCell::new(failover), reconcile(obj, ctx.clone()))
         .await?;
     if action != Action::await_change() {
         // Closed only at shutdown.
@@ -509,7 +569,19 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
         return Ok(Action::await_change());
     }
     let key = ObjectRef::from_obj(obj.as_ref());
-    let _serial = ctx.locks.lock(&key).await;
+    let failover = URGENT.try_with(|_| ()).is_ok();
+    let serial = ctx.locks.lock(&key, failover).await;
+    FAILOVERS_WAITING
+        .scope(serial.failovers_waiting(), reconcile_held(obj, key, &ctx))
+        .await
+}
+
+/// A reconcile that holds its group.
+async fn reconcile_held(
+    obj: Arc<Guarded>,
+    key: ObjectRef<Guarded>,
+    ctx: &Context,
+) -> Result<Action, Error> {
     let (mut pods_synced, mut groups_synced) = ctx.synced.clone();
     pods_synced
         .wait_for(|s| *s)
@@ -520,8 +592,8 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
         .await
         .map_err(|e| Error::Cache("ElectionGroup", e.to_string()))?;
     let result = match &obj.0 {
-        Ok(group) => reconcile_group(group, &ctx).await,
-        Err(invalid) => report_unreadable(obj.as_ref(), &invalid.error, &ctx).await,
+        Ok(group) => reconcile_group(group, ctx).await,
+        Err(invalid) => report_unreadable(obj.as_ref(), &invalid.error, ctx).await,
     };
     ctx.metrics
         .reconciled(result.as_ref().err().map(Error::kind));
@@ -576,7 +648,7 @@ async fn reconcile_group(cached: &ElectionGroup, ctx: &Context) -> Result<Action
     for _ in 0..ATTEMPTS {
         // Only once it holds the group: a failover waiting for a routine reconcile of the same
         // group must not hold that one's writes back.
-        hold_for_failover(ctx);
+        hold_for_failover(ctx).await;
         // The newest copy: the store may have moved on since this reconcile was queued, and our
         // own writes or re-reads may be newer still.
         let stored = match ctx.groups.get(&key) {
@@ -863,7 +935,7 @@ async fn apply_plan(
         if let Pass::Stale = write_pods(current, ns, ordered, Order::InTurn, &keys, g, ctx).await? {
             return Ok(Pass::Stale);
         }
-        leadership_moved();
+        leadership_moved(ctx);
         if let Pass::Stale =
             write_pods(current, ns, neutral, Order::AnyOrder, &keys, g, ctx).await?
         {
@@ -950,7 +1022,7 @@ async fn apply_recorded(
     if let Pass::Stale = write_pods(current, ns, ordered, Order::InTurn, keys, g, ctx).await? {
         return Ok(Pass::Stale);
     }
-    leadership_moved();
+    leadership_moved(ctx);
     if let Pass::Stale = write_pods(current, ns, rest, Order::AnyOrder, keys, g, ctx).await? {
         return Ok(Pass::Stale);
     }

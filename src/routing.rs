@@ -6,9 +6,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kube::runtime::reflector::ObjectRef;
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{OwnedMutexGuard, watch};
 
 use crate::cache::{CachedPod, Change};
 use crate::claims::Claims;
@@ -81,6 +82,42 @@ pub fn route(change: &Change, claims: &Claims) -> Routed {
     }
 }
 
+/// When each group in the urgent queue was put there, to time the queue.
+#[derive(Default)]
+pub struct UrgentSince {
+    table: Mutex<SinceTable>,
+}
+
+#[derive(Default)]
+struct SinceTable {
+    queued: HashMap<ObjectRef<Guarded>, Instant>,
+    /// The size at which old entries are swept.
+    prune_at: usize,
+}
+
+/// An entry this old was left by a group that went away before its failover ran.
+const UNCLAIMED: Duration = Duration::from_secs(300);
+
+impl UrgentSince {
+    /// Notes that `key` went to the urgent queue now, unless it already waits there.
+    pub fn queued(&self, key: &ObjectRef<Guarded>) {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if t.queued.len() >= t.prune_at {
+            // Sweeping at doubling sizes keeps the sweeps at O(1) an entry.
+            let now = Instant::now();
+            t.queued.retain(|_, at| now.duration_since(*at) < UNCLAIMED);
+            t.prune_at = (2 * t.queued.len()).max(PRUNE_FLOOR);
+        }
+        t.queued.entry(key.clone()).or_insert_with(Instant::now);
+    }
+
+    /// When `key` went to the urgent queue, forgetting it: its failover now runs.
+    pub fn take(&self, key: &ObjectRef<Guarded>) -> Option<Instant> {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        t.queued.remove(key)
+    }
+}
+
 /// One lock per group, held for a whole reconcile, shared by both queues.
 #[derive(Default)]
 pub struct GroupLocks {
@@ -89,9 +126,24 @@ pub struct GroupLocks {
 
 #[derive(Default)]
 struct LockTable {
-    locks: HashMap<ObjectRef<Guarded>, Arc<tokio::sync::Mutex<()>>>,
+    locks: HashMap<ObjectRef<Guarded>, Arc<GroupEntry>>,
     /// The size at which entries nobody holds or awaits are swept.
     prune_at: usize,
+}
+
+/// One group's lock, and how many failovers wait for it.
+struct GroupEntry {
+    mutex: Arc<tokio::sync::Mutex<()>>,
+    failovers_waiting: watch::Sender<usize>,
+}
+
+impl Default for GroupEntry {
+    fn default() -> Self {
+        Self {
+            mutex: Arc::default(),
+            failovers_waiting: watch::Sender::new(0),
+        }
+    }
 }
 
 /// Below this many entries no sweep is made.
@@ -101,14 +153,27 @@ const PRUNE_FLOOR: usize = 64;
 /// awaits it.
 pub struct GroupLock<'a> {
     guard: Option<OwnedMutexGuard<()>>,
+    entry: Arc<GroupEntry>,
     key: ObjectRef<Guarded>,
     locks: &'a GroupLocks,
 }
 
+/// Counts a failover waiting for a group's lock, until it holds it or gives up.
+struct Waiting(Arc<GroupEntry>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0
+            .failovers_waiting
+            .send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 impl GroupLocks {
-    /// Waits until no other reconcile of this group runs.
-    pub async fn lock(&self, key: &ObjectRef<Guarded>) -> GroupLock<'_> {
-        let lock = {
+    /// Waits until no other reconcile of this group runs; a `failover` waiting is made known
+    /// to the reconcile that holds the group (see [`GroupLock::failovers_waiting`]).
+    pub async fn lock(&self, key: &ObjectRef<Guarded>, failover: bool) -> GroupLock<'_> {
+        let entry = {
             let mut t = self.table();
             if t.locks.len() >= t.prune_at {
                 // A waiter cancelled after the holder let go leaves an entry that no drop
@@ -118,8 +183,17 @@ impl GroupLocks {
             }
             t.locks.entry(key.clone()).or_default().clone()
         };
+        let waiting = failover.then(|| {
+            entry
+                .failovers_waiting
+                .send_modify(|n| *n = n.saturating_add(1));
+            Waiting(entry.clone())
+        });
+        let guard = entry.mutex.clone().lock_owned().await;
+        drop(waiting);
         GroupLock {
-            guard: Some(lock.lock_owned().await),
+            guard: Some(guard),
+            entry,
             key: key.clone(),
             locks: self,
         }
@@ -141,14 +215,23 @@ impl GroupLocks {
     }
 }
 
+impl GroupLock<'_> {
+    /// How many failovers wait for this group while it is held: its holder's routine writes
+    /// need not queue behind other groups' then, or the failover would wait behind them too.
+    pub fn failovers_waiting(&self) -> watch::Receiver<usize> {
+        self.entry.failovers_waiting.subscribe()
+    }
+}
+
 impl Drop for GroupLock<'_> {
     fn drop(&mut self) {
         self.guard.take();
         let mut t = self.locks.table();
-        // Only the map's own reference left: nobody holds or awaits this group's lock.
+        // Only the map's reference and this one left: nobody else holds or awaits this group's
+        // lock.
         if t.locks
             .get(&self.key)
-            .is_some_and(|l| Arc::strong_count(l) == 1)
+            .is_some_and(|l| Arc::strong_count(l) == 2)
         {
             t.locks.remove(&self.key);
         }
@@ -158,6 +241,32 @@ impl Drop for GroupLock<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_urgent_queue_is_timed_from_the_first_change() {
+        let since = UrgentSince::default();
+        let key = ObjectRef::<Guarded>::new("a").within("ns");
+        since.queued(&key);
+        let first = since.table.lock().unwrap().queued[&key];
+        std::thread::sleep(Duration::from_millis(2));
+        since.queued(&key);
+        assert_eq!(since.take(&key), Some(first));
+        assert_eq!(since.take(&key), None, "taken once");
+    }
+
+    #[test]
+    fn unclaimed_entries_are_swept() {
+        let since = UrgentSince::default();
+        let old = Instant::now() - UNCLAIMED - Duration::from_secs(1);
+        for i in 0..PRUNE_FLOOR {
+            let key = ObjectRef::<Guarded>::new(&format!("gone-{i}")).within("ns");
+            since.table.lock().unwrap().queued.insert(key, old);
+        }
+        since.queued(&ObjectRef::new("a").within("ns"));
+        let t = since.table.lock().unwrap();
+        assert_eq!(t.queued.len(), 1);
+        assert_eq!(t.prune_at, PRUNE_FLOOR);
+    }
     use crate::cache::PodCache;
     use crate::crd::ElectionGroup;
     use k8s_openapi::api::core::v1::Pod;
@@ -256,10 +365,10 @@ mod tests {
             ObjectRef::<Guarded>::new("a").within("ns"),
             ObjectRef::<Guarded>::new("b").within("ns"),
         );
-        let held = locks.lock(&a).await;
+        let held = locks.lock(&a, false).await;
         // Another group is not held up.
-        drop(locks.lock(&b).await);
-        let second = locks.lock(&a);
+        drop(locks.lock(&b, false).await);
+        let second = locks.lock(&a, false);
         tokio::pin!(second);
         assert!(
             tokio::time::timeout(std::time::Duration::from_millis(50), &mut second)
@@ -277,8 +386,8 @@ mod tests {
         let mut most = 0;
         for i in 0..10 * PRUNE_FLOOR {
             let g = ObjectRef::<Guarded>::new(&format!("g{i}")).within("ns");
-            let held = locks.lock(&g).await;
-            let mut waiter = Box::pin(locks.lock(&g));
+            let held = locks.lock(&g, false).await;
+            let mut waiter = Box::pin(locks.lock(&g, false));
             assert!(futures::poll!(waiter.as_mut()).is_pending());
             // The holder lets go while the waiter still waits, then the waiter is cancelled.
             drop(held);
@@ -289,5 +398,38 @@ mod tests {
         // sweep there would be 640.
         assert!((PRUNE_FLOOR - 1..=PRUNE_FLOOR).contains(&most), "{most}");
         assert!(locks.len() < PRUNE_FLOOR);
+    }
+
+    #[tokio::test]
+    async fn the_holder_sees_a_failover_wait_for_its_group_until_it_stops_waiting() {
+        let locks = GroupLocks::default();
+        let g = ObjectRef::<Guarded>::new("g").within("ns");
+        let held = locks.lock(&g, false).await;
+        let waits = held.failovers_waiting();
+        assert_eq!(*waits.borrow(), 0);
+        // A routine reconcile waiting is not counted.
+        let mut routine = Box::pin(locks.lock(&g, false));
+        assert!(futures::poll!(routine.as_mut()).is_pending());
+        assert_eq!(*waits.borrow(), 0);
+        let mut failover = Box::pin(locks.lock(&g, true));
+        assert!(futures::poll!(failover.as_mut()).is_pending());
+        assert_eq!(*waits.borrow(), 1);
+        // A cancelled failover stops counting.
+        drop(failover);
+        assert_eq!(*waits.borrow(), 0);
+        let failover = locks.lock(&g, true);
+        tokio::pin!(failover);
+        assert!(futures::poll!(failover.as_mut()).is_pending());
+        assert_eq!(*waits.borrow(), 1);
+        drop(routine);
+        drop(held);
+        let holding = failover.await;
+        assert_eq!(
+            *holding.failovers_waiting().borrow(),
+            0,
+            "it holds the group now"
+        );
+        drop(holding);
+        assert!(locks.is_empty());
     }
 }
