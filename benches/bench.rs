@@ -1551,7 +1551,7 @@ async fn probe_leader(pods: &Api<Pod>, all: bool, timeout: Duration) -> String {
 /// the same labels), waits until it is Ready, pauses 300 ms, and again until `converged`, and at
 /// least 5 times. Returns the times, how many trials began before convergence ended, when
 /// (ms after `start`) the operator was ready, and the parts the bench sees: when each deletion
-/// was answered, and when its watch saw the pod gone.
+/// was answered, when its watch saw the pod gone, and the new leader seen after the answer.
 async fn failover_under_load(
     probe: &TestNs,
     port: u16,
@@ -1564,7 +1564,7 @@ async fn failover_under_load(
     wait_http(port, "/readyz", 200, timeout).await;
     let ready_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (mut times, mut during) = (vec![], 0);
-    let (mut answered, mut seen_gone) = (vec![], vec![]);
+    let (mut answered, mut seen_gone, mut after_answer) = (vec![], vec![], vec![]);
     // Replacements get new names: under load a same-named replacement was seen deleted (grace
     // 0) at once, as if the deletion of its predecessor, finished late, had reached it too.
     let mut replacements = GROUP_SIZE..;
@@ -1572,9 +1572,11 @@ async fn failover_under_load(
         during += usize::from(!converged.load(Ordering::SeqCst));
         let start = Instant::now();
         probe.delete_pod_now(&leader).await;
-        answered.push(start.elapsed().as_secs_f64() * 1000.0);
+        let answered_at = Instant::now();
+        answered.push(answered_at.duration_since(start).as_secs_f64() * 1000.0);
         let (next, seen) = watch.wait_new_leader(&leader, start, timeout).await;
         times.push(seen.duration_since(start).as_secs_f64() * 1000.0);
+        after_answer.push(seen.saturating_duration_since(answered_at).as_secs_f64() * 1000.0);
         // The deletion reaches the bench's watch as it reaches podium's (both watch pods).
         if let Some(gone) = watch.seen_gone(&leader, start) {
             seen_gone.push(gone.duration_since(start).as_secs_f64() * 1000.0);
@@ -2349,7 +2351,7 @@ fn report(r: &Value) -> String {
         let cells: Vec<String> = row.into_iter().map(cell).collect();
         md.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
-    md.push_str("\n`writes` counts PATCHes of pods and ElectionGroups from the API server's `apiserver_request_total`; `min_writes` is one pod write per pod plus, per group, the finalizer it gets on first sight and one status write. The difference is the probe group's writes (below) and writes that conflicted or were repeated. `API bound` is `min_writes` at the raw patch rate a plain client reaches at the operator's concurrency (`raw_patch_per_s`): no operator converges faster. `idle writes` counts pod and ElectionGroup writes plus the Events podium posted in the bench namespaces. In the storm, `storm n` leaders are deleted at once (1,000 from 10,000 groups up, else up to 100); each group costs up to two pod writes and a status write: the terminating leader is relabelled follower before the successor is labelled leader (break-before-make), and the new term is recorded before the label; `storm bound` counts only the promotion's label, one write per group, at the raw patch rate. `failover under load`: once the cold-started operator has synced its caches (`operator_ready_ms` in results.json), and while the groups converge, the leader of an unrelated, settled group of 5 pods (in a namespace of its own) is deleted again and again, timed until another of its pods is labelled leader. The operator runs on every namespace; `NxM` runs spread the groups over N namespaces. `converge` is the later of the last group settled (its status shows a leader and 5 members) and the last pod label podium wrote (the API server's `managedFields` time, to the second, rounded up); the bench's own list that confirms every label is timed apart (`verified_ms`).\n");
+    md.push_str("\n`writes` counts PATCHes of pods and ElectionGroups from the API server's `apiserver_request_total`; `min_writes` is one pod write per pod plus, per group, the finalizer it gets on first sight and one status write. The difference is the probe group's writes (below) and writes that conflicted or were repeated. `API bound` is `min_writes` at the raw patch rate a plain client reaches at the operator's concurrency (`raw_patch_per_s`): no operator converges faster. `idle writes` counts pod and ElectionGroup writes plus the Events podium posted in the bench namespaces. In the storm, `storm n` leaders are deleted at once (1,000 from 10,000 groups up, else up to 100); each group costs up to two pod writes and a status write: a deletion with grace 0 first marks the leader terminating, and the terminating leader is relabelled follower before the successor is labelled leader (break-before-make); a reserved successor's term was recorded when it was reserved, so its label goes first and the status write after it, behind other groups' promotions; `storm bound` counts only the promotion's label, one write per group, at the raw patch rate. `failover under load`: once the cold-started operator has synced its caches (`operator_ready_ms` in results.json), and while the groups converge, the leader of an unrelated, settled group of 5 pods (in a namespace of its own) is deleted again and again, timed until another of its pods is labelled leader. The operator runs on every namespace; `NxM` runs spread the groups over N namespaces. `converge` is the later of the last group settled (its status shows a leader and 5 members) and the last pod label podium wrote (the API server's `managedFields` time, to the second, rounded up); the bench's own list that confirms every label is timed apart (`verified_ms`).\n");
     for s in r["scale"].as_array().unwrap() {
         md.push_str(&format!(
             "\n**{} groups × {} namespace(s)** (operator: {}). Raw label patches/s by concurrency: {}; the API bound at the best of them: {} ms. Other writes at the operator's concurrency, per s: {}; the bound with each kind of write at its own rate: {} ms; every write of the cold start at those rates, with the two Events a new group's election posts (not a bound: convergence does not wait for Events): {} ms. Converging: {}. Failover under load as podium timed it (ms, from its reconcile to its plan applied): {}. Requests while converging: {}. Requests during the storm: {}.\n",

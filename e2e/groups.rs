@@ -360,7 +360,10 @@ impl LeaderWatch {
     }
 
     /// When the watch saw `pod` deleted at or after `after`, if it did.
-    #[allow(dead_code, reason = "the bench's failover under load uses it; no e2e test does")]
+    #[allow(
+        dead_code,
+        reason = "the bench's failover under load uses it; no e2e test does"
+    )]
     pub fn seen_gone(&self, pod: &str, after: Instant) -> Option<Instant> {
         self.state()
             .gone

@@ -224,6 +224,10 @@ async fn hold_for_failover(ctx: &Context) {
     });
 }
 
+/// Urgent reconciles run at once per failover slot: one moves leadership while the others
+/// write their status (each waits up to 1 s behind promotions, then for a routine slot).
+const URGENT_RECONCILES_PER_SLOT: u16 = 8;
+
 /// A candidate whose promotion failed this many times in a row is passed over…
 const PROMOTION_TRIES: u32 = 3;
 /// …for this long, then tried again.
@@ -455,11 +459,15 @@ pub async fn run(
     let routine = Controller::for_stream(group_events, groups.clone())
         .with_config(config(opts.concurrency.saturating_mul(2)));
     // The urgent queue has no stream of its own: it runs only what failovers put in it, with
-    // slots of its own, so a failover never waits behind routine work. Its reconciles are not
-    // counted: the failover slots bound those moving leadership, and one whose status write
-    // waits for a routine slot must not keep the next failover from starting.
+    // slots of its own, so a failover never waits behind routine work. The failover slots bound
+    // those moving leadership; the reconciles run are a multiple of them, so that those whose
+    // status write waits for a routine slot do not keep the next failovers from starting, while
+    // what a storm keeps in memory stays bounded.
     let urgent =
-        Controller::for_stream(futures::stream::pending(), groups.clone()).with_config(config(0));
+        Controller::for_stream(futures::stream::pending(), groups.clone()).with_config(config(
+            opts.failover_concurrency
+                .saturating_mul(URGENT_RECONCILES_PER_SLOT),
+        ));
     let (nodes, node_wakes) = NodeLeases::new(client.clone());
     let slots = Arc::new(WriteSlots::new(
         usize::from(opts.concurrency),

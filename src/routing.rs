@@ -37,10 +37,11 @@ fn concerned(pod: &CachedPod, claims: &Claims, out: &mut Vec<String>) {
 }
 
 /// A change to a leader that can end its leadership: gone, terminating, no longer Ready, or
-/// relabelled (it may have left the selector).
+/// relabelled (it may have left the selector). A leader deleted after it was seen terminating
+/// lost its leadership then: that change was the failover (a deletion with grace 0 is both).
 fn ends_leadership(before: &CachedPod, after: Option<&CachedPod>) -> bool {
     match after {
-        None => true,
+        None => !before.terminating,
         Some(a) => {
             (a.terminating && !before.terminating)
                 || (a.out_of_scope && !before.out_of_scope)
@@ -242,31 +243,6 @@ impl Drop for GroupLock<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_urgent_queue_is_timed_from_the_first_change() {
-        let since = UrgentSince::default();
-        let key = ObjectRef::<Guarded>::new("a").within("ns");
-        since.queued(&key);
-        let first = since.table.lock().unwrap().queued[&key];
-        std::thread::sleep(Duration::from_millis(2));
-        since.queued(&key);
-        assert_eq!(since.take(&key), Some(first));
-        assert_eq!(since.take(&key), None, "taken once");
-    }
-
-    #[test]
-    fn unclaimed_entries_are_swept() {
-        let since = UrgentSince::default();
-        let old = Instant::now() - UNCLAIMED - Duration::from_secs(1);
-        for i in 0..PRUNE_FLOOR {
-            let key = ObjectRef::<Guarded>::new(&format!("gone-{i}")).within("ns");
-            since.table.lock().unwrap().queued.insert(key, old);
-        }
-        since.queued(&ObjectRef::new("a").within("ns"));
-        let t = since.table.lock().unwrap();
-        assert_eq!(t.queued.len(), 1);
-        assert_eq!(t.prune_at, PRUNE_FLOOR);
-    }
     use crate::cache::PodCache;
     use crate::crd::ElectionGroup;
     use k8s_openapi::api::core::v1::Pod;
@@ -341,9 +317,11 @@ mod tests {
 
     #[test]
     fn everything_else_is_routine() {
-        // A follower deleted, a leader that merely got a new version, a pod becoming Ready.
+        // A follower deleted, a terminating leader deleted (its termination was the failover),
+        // a leader that merely got a new version, a pod becoming Ready.
         for (before, after) in [
             (pod("1", "x", false, true, false), None),
+            (pod("1", "x", true, true, true), None),
             (
                 pod("1", "x", true, true, false),
                 Some(pod("2", "x", true, true, false)),
@@ -431,5 +409,31 @@ mod tests {
         );
         drop(holding);
         assert!(locks.is_empty());
+    }
+
+    #[test]
+    fn the_urgent_queue_is_timed_from_the_first_change() {
+        let since = UrgentSince::default();
+        let key = ObjectRef::<Guarded>::new("a").within("ns");
+        since.queued(&key);
+        let first = since.table.lock().unwrap().queued[&key];
+        std::thread::sleep(Duration::from_millis(2));
+        since.queued(&key);
+        assert_eq!(since.take(&key), Some(first));
+        assert_eq!(since.take(&key), None, "taken once");
+    }
+
+    #[test]
+    fn unclaimed_entries_are_swept() {
+        let since = UrgentSince::default();
+        let old = Instant::now() - UNCLAIMED - Duration::from_secs(1);
+        for i in 0..PRUNE_FLOOR {
+            let key = ObjectRef::<Guarded>::new(&format!("gone-{i}")).within("ns");
+            since.table.lock().unwrap().queued.insert(key, old);
+        }
+        since.queued(&ObjectRef::new("a").within("ns"));
+        let t = since.table.lock().unwrap();
+        assert_eq!(t.queued.len(), 1);
+        assert_eq!(t.prune_at, PRUNE_FLOOR);
     }
 }
