@@ -1591,8 +1591,8 @@ async fn failover_under_load(
         watch.max_leaders() <= 1,
         "a watch saw two probe leaders at once"
     );
-    let parts =
-        json!({"delete_answered_ms": stats(&answered), "seen_deleted_ms": stats(&seen_gone)});
+    let parts = json!({"delete_answered_ms": stats(&answered), "seen_deleted_ms": stats(&seen_gone),
+               "leader_after_answer_ms": stats(&after_answer)});
     (times, during, ready_ms, parts)
 }
 

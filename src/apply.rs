@@ -126,7 +126,7 @@ pub async fn status(
         "metadata": {"resourceVersion": current.resource_version()},
         "status": merge_diff(&old, &new),
     });
-    let slot = ctx.write_slot().await;
+    let slot = ctx.write_slot().await?;
     let written = api
         .patch_status(&name, &params(), &Patch::Merge(body))
         .await;
@@ -158,7 +158,7 @@ async fn group_metadata(
     let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
     let mut metadata = metadata;
     metadata["resourceVersion"] = json!(current.resource_version());
-    let slot = ctx.write_slot().await;
+    let slot = ctx.write_slot().await?;
     let written = api
         .patch_metadata(
             &name,
@@ -258,6 +258,27 @@ pub fn pod_patch(w: &PodWrite, keys: &PodKeys<'_>) -> Value {
     }})
 }
 
+/// Why a pod write was not made or failed.
+#[derive(Debug)]
+pub enum PodWriteError {
+    /// The controller Lease was not held when the write's turn came.
+    NotLeading,
+    /// The API server refused it or could not be reached.
+    Api(kube::Error),
+}
+
+impl From<kube::Error> for PodWriteError {
+    fn from(e: kube::Error) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl From<NotLeading> for PodWriteError {
+    fn from(_: NotLeading) -> Self {
+        Self::NotLeading
+    }
+}
+
 /// Writes one pod, conditional on the UID and version the decision saw.
 pub async fn pod(
     ns: &str,
@@ -265,10 +286,10 @@ pub async fn pod(
     keys: &PodKeys<'_>,
     cached: Option<Arc<CachedPod>>,
     ctx: &Context,
-) -> Result<Outcome, kube::Error> {
+) -> Result<Outcome, PodWriteError> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let patch = pod_patch(w, keys);
-    let slot = ctx.write_slot().await;
+    let slot = ctx.write_slot().await?;
     let written = api
         .patch_metadata(&w.pod, &params(), &Patch::Merge(&patch))
         .await;
@@ -296,7 +317,7 @@ pub async fn pod(
             ctx.overlay.pod_deleted(&w.uid);
             Ok(Outcome::Gone)
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -382,7 +403,7 @@ pub async fn publish_lease(
     spec.lease_transitions = want.lease_transitions;
     spec.acquire_time = want.acquire_time;
     spec.renew_time = want.renew_time;
-    let slot = ctx.write_slot().await;
+    let slot = ctx.write_slot().await?;
     let result = if lease.metadata.resource_version.is_some() {
         api.replace(&name, &PostParams::default(), &lease).await
     } else {

@@ -121,7 +121,8 @@ struct RunArgs {
     concurrency: u16,
     /// How many failovers move leadership at once, in slots of their own: a storm of leader
     /// losses sends its promotions together. Once a failover's leadership writes are
-    /// acknowledged, its status write and Events wait for routine slots, behind promotions.
+    /// acknowledged, what it writes next (status, when the new leader's term was recorded
+    /// beforehand; other followers; Events) waits for routine slots, behind promotions.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     failover_concurrency: u16,
     /// Run several replicas: only the holder of the controller Lease writes.

@@ -107,7 +107,7 @@ impl Default for Metrics {
             Family::<StageLabels, Histogram>::new_with_constructor(stage_histogram as fn() -> _);
         registry.register(
             "failover_stage_seconds",
-            "The parts of a failover up to its leadership writes acknowledged: queued (from podium's watch delivering the change to its reconcile holding the group), slot (waiting for a failover slot), moving (to the leadership writes acknowledged)",
+            "The parts of a failover's reconcile up to its leadership writes acknowledged, once per pass that takes a failover slot: queued (from podium's watch delivering the change to the reconcile holding the group; first pass only), slot (waiting for a failover slot), moving (to the leadership writes acknowledged; passes that move none are not counted)",
             failover_stages.clone(),
         );
         let pod_writes = Counter::default();
@@ -137,7 +137,7 @@ impl Default for Metrics {
         let failover_priority = Counter::<f64, AtomicU64>::default();
         registry.register(
             "failover_priority_seconds",
-            "Time during which at least one failover's reconcile had not yet moved leadership: the window in which routine writes and Events that come up wait (each at most 1 s), not the time any of them waited",
+            "Time during which at least one failover's reconcile had not yet moved leadership (waiting for a failover slot, or moving it): the window in which routine writes and Events that come up wait (each at most 1 s), not the time any of them waited",
             failover_priority.clone(),
         );
         let groups = Family::<ConditionLabels, Gauge>::default();

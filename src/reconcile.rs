@@ -25,7 +25,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::apply::{self, LeaseMirror, Outcome, PodKeys};
+use crate::apply::{self, LeaseMirror, Outcome, PodKeys, PodWriteError};
 use crate::crd::{
     ElectionGroup, FINALIZER, FOLLOWER, GROUP_ANNOTATION, HANDOFF_ANNOTATION, LEADER,
 };
@@ -174,8 +174,15 @@ tokio::task_local! {
     /// Set while a reconcile of the urgent queue runs: until its leadership writes are
     /// acknowledged they take no routine write slot, and routine writes are held back.
     static URGENT: RefCell<Failover>;
-    /// Set while a reconcile holds its group: how many failovers wait for the group.
-    static FAILOVERS_WAITING: watch::Receiver<usize>;
+    /// Set while a reconcile holds its group.
+    static HELD: Held;
+}
+
+/// The group a reconcile holds, and how many failovers wait for its lock.
+#[derive(Clone)]
+struct Held {
+    failovers_waiting: watch::Receiver<usize>,
+    key: ObjectRef<Guarded>,
 }
 
 /// A failover's reconcile: when it was queued, and its hold while it moves leadership.
@@ -235,24 +242,38 @@ const PASSED_OVER_FOR: Duration = Duration::from_secs(300);
 
 impl Context {
     /// Waits for a routine write slot, unless this is a failover's reconcile still moving
-    /// leadership; hold it for the length of one request.
-    pub async fn write_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    /// leadership or a reconcile a failover waits for; hold it for the length of one request.
+    /// The controller Lease is checked once the turn has come, just before the request is sent.
+    pub async fn write_slot(
+        &self,
+    ) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, apply::NotLeading> {
+        let slot = self.slot_unless_failover_waits().await;
+        apply::fenced(self)?;
+        Ok(slot)
+    }
+
+    async fn slot_unless_failover_waits(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
         if URGENT.try_with(|u| u.borrow().hold.is_some()) == Ok(true) {
             return None;
         }
-        let Ok(mut waiting) = FAILOVERS_WAITING.try_with(watch::Receiver::clone) else {
+        let Ok(held) = HELD.try_with(Held::clone) else {
             return self.slots.routine().await;
         };
         // A failover waiting for this group waits for these writes: they go without a slot,
         // as its own would, rather than behind other groups' routine writes.
-        let failover_waits = async move {
-            if waiting.wait_for(|n| *n > 0).await.is_err() {
+        let Held {
+            mut failovers_waiting,
+            key,
+        } = held;
+        let waiting_for_lock = async move {
+            if failovers_waiting.wait_for(|n| *n > 0).await.is_err() {
                 std::future::pending::<()>().await;
             }
         };
         tokio::select! {
             biased;
-            () = failover_waits => None,
+            () = waiting_for_lock => None,
+            () = self.urgent_since.pending(&key) => None,
             slot = self.slots.routine() => slot,
         }
     }
@@ -579,9 +600,11 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
     let key = ObjectRef::from_obj(obj.as_ref());
     let failover = URGENT.try_with(|_| ()).is_ok();
     let serial = ctx.locks.lock(&key, failover).await;
-    FAILOVERS_WAITING
-        .scope(serial.failovers_waiting(), reconcile_held(obj, key, &ctx))
-        .await
+    let held = Held {
+        failovers_waiting: serial.failovers_waiting(),
+        key: key.clone(),
+    };
+    HELD.scope(held, reconcile_held(obj, key, &ctx)).await
 }
 
 /// A reconcile that holds its group.
@@ -962,7 +985,8 @@ async fn apply_plan(
                 rest.retain(|r| r.uid != w.uid);
             }
             Ok(Outcome::Stale) => return Ok(Pass::Stale),
-            Ok(Outcome::Gone) | Err(_) => {}
+            Err(PodWriteError::NotLeading) => return Err(Error::NotLeading),
+            Ok(Outcome::Gone) | Err(PodWriteError::Api(_)) => {}
         }
     }
     if let Pass::Stale = record_status(current, ns, old, &plan, ctx, failover_since).await? {
@@ -1065,7 +1089,7 @@ fn write_pod<'a>(
     keys: &'a PodKeys<'_>,
     g: &'a Gathered,
     ctx: &'a Context,
-) -> impl Future<Output = Result<Outcome, kube::Error>> + 'a {
+) -> impl Future<Output = Result<Outcome, PodWriteError>> + 'a {
     apply::pod(ns, w, keys, g.pods.get(&w.pod).cloned(), ctx)
 }
 
@@ -1086,7 +1110,7 @@ async fn write_pods(
     };
     let mut pass = Pass::Done(Action::await_change());
     for batch in writes.chunks(at_once) {
-        // Each batch leaves at one instant, only while the Lease is held.
+        // None is sent once the Lease is lost; each write checks it again once it has its slot.
         apply::fenced(ctx)?;
         let results =
             futures::future::join_all(batch.iter().map(|w| write_pod(ns, w, keys, g, ctx))).await;
@@ -1131,7 +1155,7 @@ async fn settle_pod_write(
     current: &mut ElectionGroup,
     ns: &str,
     w: &election::PodWrite,
-    result: Result<Outcome, kube::Error>,
+    result: Result<Outcome, PodWriteError>,
     ctx: &Context,
 ) -> Result<Pass, Error> {
     let promotion = matches!(w.change, PodChange::Label { role: LEADER, .. });
@@ -1159,7 +1183,8 @@ async fn settle_pod_write(
                    "pod changed since the decision; deciding again");
             Ok(Pass::Stale)
         }
-        Err(source) => {
+        Err(PodWriteError::NotLeading) => Err(Error::NotLeading),
+        Err(PodWriteError::Api(source)) => {
             let role = match &w.change {
                 PodChange::Label { role, .. } => *role,
                 PodChange::Release { .. } => "none",
@@ -1304,7 +1329,8 @@ async fn cleanup(group: &mut ElectionGroup, ns: &str, ctx: &Context) -> Result<P
         match apply::pod(ns, &w, &keys, Some(pod.clone()), ctx).await {
             Ok(Outcome::Done | Outcome::Gone) => ctx.pods.forget_out_of_scope(ns, &w.pod, &w.uid),
             Ok(Outcome::Stale) => return Ok(Pass::Stale),
-            Err(source) => {
+            Err(PodWriteError::NotLeading) => return Err(Error::NotLeading),
+            Err(PodWriteError::Api(source)) => {
                 return Err(Error::PodWrite {
                     namespace: ns.to_string(),
                     pod: w.pod,
@@ -1339,7 +1365,7 @@ async fn report_unreadable(obj: &Guarded, error: &str, ctx: &Context) -> Result<
         "metadata": {"resourceVersion": obj.meta().resource_version},
         "status": {"conditions": [condition], "observedGeneration": obj.meta().generation},
     });
-    let _slot = ctx.write_slot().await;
+    let _slot = ctx.write_slot().await?;
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .map_err(|source| Error::Status {

@@ -38,10 +38,14 @@ fn concerned(pod: &CachedPod, claims: &Claims, out: &mut Vec<String>) {
 
 /// A change to a leader that can end its leadership: gone, terminating, no longer Ready, or
 /// relabelled (it may have left the selector). A leader deleted after it was seen terminating
-/// lost its leadership then: that change was the failover (a deletion with grace 0 is both).
+/// lost its leadership then: that change was the failover (a deletion with grace 0 shows both,
+/// one after the other).
 fn ends_leadership(before: &CachedPod, after: Option<&CachedPod>) -> bool {
     match after {
         None => !before.terminating,
+        // Its term annotation gone: podium itself moved leadership away (a write made by the
+        // reconcile that moved it, which goes on to promote the successor).
+        Some(a) if a.leads().is_none() && a.uid == before.uid => false,
         Some(a) => {
             (a.terminating && !before.terminating)
                 || (a.out_of_scope && !before.out_of_scope)
@@ -84,9 +88,19 @@ pub fn route(change: &Change, claims: &Claims) -> Routed {
 }
 
 /// When each group in the urgent queue was put there, to time the queue.
-#[derive(Default)]
 pub struct UrgentSince {
     table: Mutex<SinceTable>,
+    /// Bumped whenever a group is newly queued.
+    queued_more: watch::Sender<()>,
+}
+
+impl Default for UrgentSince {
+    fn default() -> Self {
+        Self {
+            table: Mutex::default(),
+            queued_more: watch::Sender::new(()),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -102,20 +116,39 @@ const UNCLAIMED: Duration = Duration::from_secs(300);
 impl UrgentSince {
     /// Notes that `key` went to the urgent queue now, unless it already waits there.
     pub fn queued(&self, key: &ObjectRef<Guarded>) {
-        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = self.table();
         if t.queued.len() >= t.prune_at {
             // Sweeping at doubling sizes keeps the sweeps at O(1) an entry.
             let now = Instant::now();
             t.queued.retain(|_, at| now.duration_since(*at) < UNCLAIMED);
             t.prune_at = (2 * t.queued.len()).max(PRUNE_FLOOR);
         }
-        t.queued.entry(key.clone()).or_insert_with(Instant::now);
+        if !t.queued.contains_key(key) {
+            t.queued.insert(key.clone(), Instant::now());
+            self.queued_more.send_replace(());
+        }
+    }
+
+    /// Returns once a failover of `key` waits in the urgent queue (one that has not started).
+    pub async fn pending(&self, key: &ObjectRef<Guarded>) {
+        let mut more = self.queued_more.subscribe();
+        loop {
+            if self.table().queued.contains_key(key) {
+                return;
+            }
+            if more.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, SinceTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// When `key` went to the urgent queue, forgetting it: its failover now runs.
     pub fn take(&self, key: &ObjectRef<Guarded>) -> Option<Instant> {
-        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        t.queued.remove(key)
+        self.table().queued.remove(key)
     }
 }
 
@@ -316,6 +349,17 @@ mod tests {
     }
 
     #[test]
+    fn podiums_own_demotion_of_a_leader_is_routine() {
+        let demoted = pod("2", "x", false, true, true);
+        let r = routed(pod("1", "x", true, true, true), Some(demoted));
+        assert_eq!((names(&r.urgent), names(&r.routine)), (vec![], vec!["a"]));
+        // The same change of labels with the term left on is someone else's: urgent.
+        let relabelled = pod("2", "y", true, true, false);
+        let r = routed(pod("1", "x", true, true, false), Some(relabelled));
+        assert_eq!(names(&r.urgent), vec!["a"]);
+    }
+
+    #[test]
     fn everything_else_is_routine() {
         // A follower deleted, a terminating leader deleted (its termination was the failover),
         // a leader that merely got a new version, a pod becoming Ready.
@@ -435,5 +479,29 @@ mod tests {
         let t = since.table.lock().unwrap();
         assert_eq!(t.queued.len(), 1);
         assert_eq!(t.prune_at, PRUNE_FLOOR);
+    }
+
+    #[tokio::test]
+    async fn a_holder_learns_when_a_failover_of_its_group_is_queued() {
+        let since = UrgentSince::default();
+        let (a, b) = (
+            ObjectRef::<Guarded>::new("a").within("ns"),
+            ObjectRef::<Guarded>::new("b").within("ns"),
+        );
+        let pending = since.pending(&a);
+        tokio::pin!(pending);
+        assert!(futures::poll!(pending.as_mut()).is_pending());
+        since.queued(&b);
+        assert!(
+            futures::poll!(pending.as_mut()).is_pending(),
+            "another group"
+        );
+        since.queued(&a);
+        pending.await;
+        // Once its failover has started, nothing is pending for it any more.
+        since.take(&a);
+        let again = since.pending(&a);
+        tokio::pin!(again);
+        assert!(futures::poll!(again.as_mut()).is_pending());
     }
 }

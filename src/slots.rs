@@ -4,7 +4,8 @@
 //! flight decides how long a failover's requests take. Up to `--failover-concurrency` failovers
 //! move leadership at once, and their writes take no routine slot; routine writes and Events
 //! share `--concurrency` slots, and while a failover is moving leadership they wait (briefly)
-//! so that its writes meet only those already sent. Once its leadership writes are acknowledged
+//! so that its writes meet only those already sent (but for the writes of a reconcile that a
+//! failover waits for: they go without a slot, see `Context::write_slot`). Once its leadership writes are acknowledged
 //! the rest of a failover (status, Events) is routine work: in a storm it must not hold up the
 //! next promotion, and every moment routine writes wait is throughput lost to a cold start.
 
@@ -38,7 +39,8 @@ pub struct WriteSlots {
 
 impl WriteSlots {
     /// `n` routine writes (Events included) in flight at once and `failovers` failovers moving
-    /// leadership; the time during which a failover is moving leadership is added to `held`.
+    /// leadership; the time during which a failover waits for its slot or is moving leadership
+    /// is added to `held`.
     pub fn new(n: usize, failovers: usize, held: Counter<f64, AtomicU64>) -> Self {
         Self {
             routine: Semaphore::new(n.max(1)),
