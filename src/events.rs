@@ -15,8 +15,9 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType, Reporter};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{debug, warn};
 
+use crate::leadership::Fence;
 use crate::metrics::Metrics;
 use crate::slots::WriteSlots;
 
@@ -24,6 +25,17 @@ use crate::slots::WriteSlots;
 const QUEUE: usize = 4096;
 /// Events written at once (at most: each also needs a routine write slot).
 const WORKERS: usize = 2;
+
+/// Why an Event was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum Unpublished {
+    /// The controller Lease was not held when its turn came.
+    #[error("the controller lease is not held")]
+    NotLeading,
+    /// The API server refused it or could not be reached.
+    #[error("{0}")]
+    Api(kube::Error),
+}
 
 /// Numbers the Events this process writes.
 static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -35,8 +47,11 @@ pub struct Publisher {
     reporter: Reporter,
     queue: mpsc::Sender<K8sEvent>,
     metrics: Arc<Metrics>,
-    /// Queued Events are written in routine write slots: never ahead of a failover's writes.
+    /// Queued Events are written in routine write slots, behind a failover's leadership writes
+    /// (each waits for those at most 1 s).
     slots: Arc<WriteSlots>,
+    /// Events are written, like everything else, only while this replica holds the Lease.
+    fence: Arc<Fence>,
 }
 
 impl Publisher {
@@ -46,6 +61,7 @@ impl Publisher {
         reporter: Reporter,
         metrics: Arc<Metrics>,
         slots: Arc<WriteSlots>,
+        fence: Arc<Fence>,
     ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
         let publisher = Self {
@@ -54,6 +70,7 @@ impl Publisher {
             queue,
             metrics,
             slots,
+            fence,
         };
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..WORKERS {
@@ -67,8 +84,14 @@ impl Publisher {
                     let slot = p.slots.routine().await;
                     let created = p.create(&event).await;
                     drop(slot);
-                    if let Err(e) = created {
-                        warn!(error = %e, reason = ?event.reason, "cannot publish event");
+                    match created {
+                        Ok(()) => {}
+                        Err(Unpublished::NotLeading) => {
+                            debug!(reason = ?event.reason, "event dropped: the controller lease is not held");
+                        }
+                        Err(Unpublished::Api(e)) => {
+                            warn!(error = %e, reason = ?event.reason, "cannot publish event");
+                        }
                     }
                 }
             });
@@ -91,16 +114,20 @@ impl Publisher {
         &self,
         ev: &Event,
         regarding: &ObjectReference,
-    ) -> Result<(), kube::Error> {
+    ) -> Result<(), Unpublished> {
         self.create(&self.build(ev, regarding)).await
     }
 
-    async fn create(&self, event: &K8sEvent) -> Result<(), kube::Error> {
+    async fn create(&self, event: &K8sEvent) -> Result<(), Unpublished> {
+        if !self.fence.holds() {
+            return Err(Unpublished::NotLeading);
+        }
         let namespace = event.metadata.namespace.as_deref().unwrap_or("default");
         Api::<K8sEvent>::namespaced(self.client.clone(), namespace)
             .create(&PostParams::default(), event)
             .await
             .map(|_| ())
+            .map_err(Unpublished::Api)
     }
 
     /// The Event about `regarding`, in its namespace, as of now.

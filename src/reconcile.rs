@@ -15,7 +15,7 @@ use kube::runtime::events::{Event, EventType, Reporter};
 
 use crate::cache::{CachedPod, PodCache};
 use crate::claims::Claims;
-use crate::events::Publisher;
+use crate::events::{Publisher, Unpublished};
 use crate::routing::{GroupLocks, UrgentSince, route};
 use crate::slots::{Counted, WriteSlots};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -243,7 +243,8 @@ const PASSED_OVER_FOR: Duration = Duration::from_secs(300);
 impl Context {
     /// Waits for a routine write slot, unless this is a failover's reconcile still moving
     /// leadership or a reconcile a failover waits for; hold it for the length of one request.
-    /// The controller Lease is checked once the turn has come, just before the request is sent.
+    /// The controller Lease is checked once the slot is held, with nothing of podium's own to
+    /// wait for between that check and the request.
     pub async fn write_slot(
         &self,
     ) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, apply::NotLeading> {
@@ -506,7 +507,13 @@ pub async fn run(
         claims,
         locks: GroupLocks::default(),
         synced: (pods_synced.clone(), groups_synced.clone()),
-        recorder: Publisher::start(client, reporter, metrics.clone(), slots.clone()),
+        recorder: Publisher::start(
+            client,
+            reporter,
+            metrics.clone(),
+            slots.clone(),
+            opts.fence.clone(),
+        ),
         slots,
         metrics,
         active: opts.active.clone(),
@@ -545,6 +552,8 @@ pub async fn run(
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|res| log_result(res, "routine"));
     // A lost node under a leader is a failover too.
+    let queued = ctx.urgent_since.clone();
+    let node_wakes = node_wakes.inspect(move |group| queued.queued(group));
     let urgent = urgent
         .reconcile_on(urgent_rx)
         .reconcile_on(node_wakes)
@@ -1381,7 +1390,10 @@ async fn report_unreadable(obj: &Guarded, error: &str, ctx: &Context) -> Result<
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
-        warn!(error = %brief(&e), "cannot publish event");
+        match e {
+            Unpublished::Api(e) => warn!(error = %brief(&e), "cannot publish event"),
+            Unpublished::NotLeading => return Err(Error::NotLeading),
+        }
     }
     Ok(Action::await_change())
 }

@@ -13,7 +13,7 @@ use tokio::sync::{OwnedMutexGuard, watch};
 
 use crate::cache::{CachedPod, Change};
 use crate::claims::Claims;
-use crate::crd::GROUP_ANNOTATION;
+use crate::crd::{FOLLOWER, GROUP_ANNOTATION, LEADER};
 use crate::reconcile::Guarded;
 
 /// The groups one pod change concerns, split by queue.
@@ -43,9 +43,9 @@ fn concerned(pod: &CachedPod, claims: &Claims, out: &mut Vec<String>) {
 fn ends_leadership(before: &CachedPod, after: Option<&CachedPod>) -> bool {
     match after {
         None => !before.terminating,
-        // Its term annotation gone: podium itself moved leadership away (a write made by the
-        // reconcile that moved it, which goes on to promote the successor).
-        Some(a) if a.leads().is_none() && a.uid == before.uid => false,
+        // Podium's own demotion: the term gone, and of the labels only a `leader` value turned
+        // `follower`. The reconcile that made it moved leadership and goes on to the successor.
+        Some(a) if demoted(before, a) => false,
         Some(a) => {
             (a.terminating && !before.terminating)
                 || (a.out_of_scope && !before.out_of_scope)
@@ -54,6 +54,24 @@ fn ends_leadership(before: &CachedPod, after: Option<&CachedPod>) -> bool {
                 || a.uid != before.uid
         }
     }
+}
+
+/// Whether `after` is `before` as podium's demotion leaves it (a foreign write that strips the
+/// term and the role together is not, and stays urgent).
+fn demoted(before: &CachedPod, after: &CachedPod) -> bool {
+    let changed: Vec<&String> = before
+        .labels
+        .keys()
+        .chain(after.labels.keys())
+        .filter(|k| before.labels.get(*k) != after.labels.get(*k))
+        .collect();
+    after.uid == before.uid
+        && after.leads().is_none()
+        && !changed.is_empty()
+        && changed.iter().all(|k| {
+            before.labels.get(*k).map(String::as_str) == Some(LEADER)
+                && after.labels.get(*k).map(String::as_str) == Some(FOLLOWER)
+        })
 }
 
 /// Routes one change of the pod cache.
@@ -350,13 +368,22 @@ mod tests {
 
     #[test]
     fn podiums_own_demotion_of_a_leader_is_routine() {
-        let demoted = pod("2", "x", false, true, true);
-        let r = routed(pod("1", "x", true, true, true), Some(demoted));
+        let with_role = |rv: &str, role: Option<&str>, leader: bool| {
+            let mut p = pod(rv, "x", leader, true, false);
+            if let Some(role) = role {
+                p.metadata
+                    .labels
+                    .get_or_insert_default()
+                    .insert("role".into(), role.into());
+            }
+            p
+        };
+        let leader = || with_role("1", Some("leader"), true);
+        let r = routed(leader(), Some(with_role("2", Some("follower"), false)));
         assert_eq!((names(&r.urgent), names(&r.routine)), (vec![], vec!["a"]));
-        // The same change of labels with the term left on is someone else's: urgent.
-        let relabelled = pod("2", "y", true, true, false);
-        let r = routed(pod("1", "x", true, true, false), Some(relabelled));
-        assert_eq!(names(&r.urgent), vec!["a"]);
+        // Someone else strips the role and the term: the group may have lost its leader.
+        let r = routed(leader(), Some(with_role("2", None, false)));
+        assert_eq!((names(&r.urgent), names(&r.routine)), (vec!["a"], vec![]));
     }
 
     #[test]
