@@ -115,8 +115,9 @@ struct RunArgs {
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
     /// Routine API writes (and Events) in flight at once, with twice as many routine reconciles;
-    /// a failover's writes are not counted (see --failover-concurrency). Writes that move
-    /// leadership within one group are always made in order.
+    /// a failover's writes are not counted until it has moved leadership (see
+    /// --failover-concurrency). Writes that move leadership within one group are always made in
+    /// order.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
     /// How many failovers move leadership at once, in slots of their own: a storm of leader
