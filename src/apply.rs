@@ -117,7 +117,6 @@ pub async fn status(
     status: &crate::crd::ElectionGroupStatus,
     ctx: &Context,
 ) -> Result<Outcome, Error> {
-    fenced(ctx)?;
     let (ns, name) = (current.namespace().unwrap_or_default(), current.name_any());
     let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
     let old = serde_json::to_value(current.status.as_ref()).unwrap_or(Value::Null);
@@ -153,7 +152,6 @@ async fn group_metadata(
     metadata: Value,
     ctx: &Context,
 ) -> Result<Outcome, Error> {
-    fenced(ctx)?;
     let (ns, name) = (current.namespace().unwrap_or_default(), current.name_any());
     let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
     let mut metadata = metadata;
@@ -397,7 +395,6 @@ pub async fn publish_lease(
     if same && lease.metadata.resource_version.is_some() {
         return Ok(Outcome::Done);
     }
-    fenced(ctx)?;
     let spec = lease.spec.get_or_insert_with(Default::default);
     spec.holder_identity = want.holder_identity;
     spec.lease_transitions = want.lease_transitions;

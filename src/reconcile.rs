@@ -987,7 +987,6 @@ async fn apply_plan(
         // pins it at the version that write leaves it (one status write for a new group, not
         // two). Should it fail, it is made again with the others after the leader, where a
         // failure is reported.
-        apply::fenced(ctx)?;
         match write_pod(ns, w, &keys, g, ctx).await {
             Ok(Outcome::Done) => {
                 repin_successor(&mut plan, w, g, ctx);
@@ -1119,8 +1118,7 @@ async fn write_pods(
     };
     let mut pass = Pass::Done(Action::await_change());
     for batch in writes.chunks(at_once) {
-        // None is sent once the Lease is lost; each write checks it again once it has its slot.
-        apply::fenced(ctx)?;
+        // Each write checks the Lease once it has its slot (see `Context::write_slot`).
         let results =
             futures::future::join_all(batch.iter().map(|w| write_pod(ns, w, keys, g, ctx))).await;
         for (w, result) in batch.iter().zip(results) {
@@ -1320,7 +1318,6 @@ async fn cleanup(group: &mut ElectionGroup, ns: &str, ctx: &Context) -> Result<P
         .filter(|p| !ctx.overlay.pod_gone(p))
         .collect();
     for pod in &released {
-        apply::fenced(ctx)?;
         let podium_value = |key: &str| {
             pod.labels
                 .get(key)
@@ -1364,7 +1361,6 @@ async fn report_unreadable(obj: &Guarded, error: &str, ctx: &Context) -> Result<
         .namespace()
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
     let message = format!("cannot read spec: {error}");
-    apply::fenced(ctx)?;
     let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
     let condition = json!({
         "type": election::SPEC_VALID, "status": "False", "reason": "InvalidSpec", "message": message,

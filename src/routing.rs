@@ -59,18 +59,18 @@ fn ends_leadership(before: &CachedPod, after: Option<&CachedPod>) -> bool {
 /// Whether `after` is `before` as podium's demotion leaves it (a foreign write that strips the
 /// term and the role together is not, and stays urgent).
 fn demoted(before: &CachedPod, after: &CachedPod) -> bool {
-    let changed: Vec<&String> = before
+    let mut changed = before
         .labels
         .keys()
         .chain(after.labels.keys())
         .filter(|k| before.labels.get(*k) != after.labels.get(*k))
-        .collect();
+        .peekable();
     after.uid == before.uid
         && after.leads().is_none()
-        && !changed.is_empty()
-        && changed.iter().all(|k| {
-            before.labels.get(*k).map(String::as_str) == Some(LEADER)
-                && after.labels.get(*k).map(String::as_str) == Some(FOLLOWER)
+        && changed.peek().is_some()
+        && changed.all(|k| {
+            before.labels.get(k).map(String::as_str) == Some(LEADER)
+                && after.labels.get(k).map(String::as_str) == Some(FOLLOWER)
         })
 }
 
@@ -87,11 +87,11 @@ pub fn route(change: &Change, claims: &Claims) -> Routed {
     };
     names.sort();
     names.dedup();
-    let led = change
-        .before
-        .as_deref()
-        .filter(|b| ends_leadership(b, change.after.as_deref()))
-        .and_then(CachedPod::leads);
+    // Only a leader's change is looked at further: most pod events are not.
+    let led = change.before.as_deref().and_then(|b| {
+        b.leads()
+            .filter(|_| ends_leadership(b, change.after.as_deref()))
+    });
     let (urgent, routine): (Vec<String>, Vec<String>) =
         names.into_iter().partition(|n| Some(n.as_str()) == led);
     let refs = |v: Vec<String>| {
