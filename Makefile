@@ -20,7 +20,7 @@ build: ## Build the podium binary
 test: unit go-client e2e e2e-node chaos-short ## Unit tests, the Go client's tests, end-to-end tests (kwok, then the real node), a short chaos run
 
 unit: ## Unit tests (pure logic, no cluster)
-	cargo test --lib --bins
+	cargo test --workspace --lib --bins
 
 go-client: ## Go client: vet, test, and build target/go/podium-member-go
 	cd clients/go && go vet ./...
@@ -28,7 +28,7 @@ go-client: ## Go client: vet, test, and build target/go/podium-member-go
 	cd clients/go && CGO_ENABLED=0 go build -trimpath -o ../../target/go/podium-member-go ./cmd/podium-member-go
 
 model: ## A long search of the decision model (PODIUM_MODEL_CASES, default 300000)
-	PODIUM_MODEL_CASES=$${PODIUM_MODEL_CASES:-300000} cargo test --release --lib -- election::model
+	PODIUM_MODEL_CASES=$${PODIUM_MODEL_CASES:-300000} cargo test --release -p podium-election --lib -- model
 
 e2e: cluster-up go-client ## End-to-end tests (brings the local cluster up first)
 	cargo test --test e2e -- --test-threads=$${E2E_THREADS:-4}
@@ -52,7 +52,7 @@ chaos-short: ## A short chaos run (30 faults, a few minutes), part of make test
 
 lint: check-manifests ## rustfmt and clippy, as CI would (after check-manifests)
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 fmt: ## Format the code
 	cargo fmt --all

@@ -27,7 +27,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use podium::crd::ElectionGroup;
+use podium_api::ElectionGroup;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -1943,7 +1943,7 @@ fn last_write_ms(pods: &[Arc<Pod>], start: jiff::Timestamp) -> Option<f64> {
     let last = pods
         .iter()
         .flat_map(|p| p.metadata.managed_fields.iter().flatten())
-        .filter(|m| m.manager.as_deref() == Some(podium::reconcile::MANAGER))
+        .filter(|m| m.manager.as_deref() == Some(podium_api::MANAGER))
         .filter_map(|m| m.time.as_ref().map(|t| t.0))
         .max()?;
     Some((last.duration_since(start).as_secs_f64() + 1.0) * 1000.0)

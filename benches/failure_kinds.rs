@@ -220,7 +220,7 @@ async fn podium_node_loss(trials: usize) -> Vec<f64> {
         assert!(watch.max_leaders() <= 1, "two leaders");
         // The node renews again within the kubelet's 10 s interval; m0 is handed leadership
         // back once it is fit again (the handoff refuses an unfit target).
-        let groups: Api<podium::crd::ElectionGroup> = s.ns.api();
+        let groups: Api<podium_api::ElectionGroup> = s.ns.api();
         let handoff = json!({"metadata": {"annotations": {"podium.dev/handoff-to": "m0"}}});
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -11,7 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{CustomResourceExt, ResourceExt};
-use podium::crd::{ElectionGroup, TERM_ANNOTATION};
+use podium_api::{ElectionGroup, TERM_ANNOTATION};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
@@ -221,7 +221,7 @@ impl Drop for Setup {
 }
 
 /// The group's status, or an empty one.
-pub fn status(g: &ElectionGroup) -> podium::crd::ElectionGroupStatus {
+pub fn status(g: &ElectionGroup) -> podium_api::ElectionGroupStatus {
     g.status.clone().unwrap_or_default()
 }
 

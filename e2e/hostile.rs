@@ -21,9 +21,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use podium::crd::{
-    ElectionGroup, FINALIZER, GROUP_ANNOTATION, HANDOFF_ANNOTATION, TERM_ANNOTATION,
-};
+use podium_api::{ElectionGroup, FINALIZER, GROUP_ANNOTATION, HANDOFF_ANNOTATION, TERM_ANNOTATION};
 use serde_json::{Value, json};
 
 use crate::cluster::create_service;

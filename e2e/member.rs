@@ -10,7 +10,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use podium::member::{Member, MemberConfig, Role};
+use podium_member::{Member, MemberConfig, Role};
 use serde_json::json;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -898,8 +898,10 @@ impl FakeKubelet {
                         continue;
                     };
                     if let Some(pid) = child.id() {
-                        // SAFETY: kill(2) on our own child's pid.
-                        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                        // As the kubelet would: SIGTERM first (kill(1), from procps).
+                        let _ = std::process::Command::new("kill")
+                            .args(["-TERM", &pid.to_string()])
+                            .status();
                     }
                     sig.lock().unwrap().push(name.clone());
                     let grace = p.metadata.deletion_grace_period_seconds.unwrap_or(30) as u64;

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::fake_kubelet::FakeKubelet;
 use crate::groups::{LeaderWatch, Setup, status};
 use crate::support::pod_manifest;
-use podium::crd::TransitionReason;
+use podium_api::TransitionReason;
 
 #[tokio::test]
 async fn a_leader_on_a_silent_node_is_replaced_after_node_loss_seconds_and_keeps_no_claim() {

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{Api, DeleteParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use podium::crd::ElectionGroup;
+use podium_api::ElectionGroup;
 use serde::Deserialize;
 use std::time::Instant;
 
@@ -957,7 +957,7 @@ async fn i_a_leader_on_a_frozen_kubelet_is_replaced_after_node_loss_seconds() {
     let st = status(&g);
     assert_eq!(
         st.last_transition.as_ref().map(|t| t.reason),
-        Some(podium::crd::TransitionReason::NodeLost)
+        Some(podium_api::TransitionReason::NodeLost)
     );
     assert!(st.term > term);
     // Loss is 11 s of silence after the last renewal, which came at most 10 s before the stop.

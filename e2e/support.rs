@@ -41,7 +41,7 @@ pub async fn client() -> Client {
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("kubeconfig is usable");
-    podium::client::build(config).expect("client")
+    podium_member::client::build(config).expect("client")
 }
 
 /// A namespace created for one test and deleted when the test ends, pass or fail.

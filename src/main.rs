@@ -13,12 +13,12 @@ use tracing::{error, info};
 
 use std::time::Duration;
 
-use podium::leadership;
-use podium::member::supervise::{self, ExecConfig};
-use podium::member::{Member, MemberConfig, files, print_changes};
-use podium::metrics::Metrics;
-use podium::reconcile::{self, Options};
-use podium::server::{self, Health};
+use podium_member::supervise::{self, ExecConfig};
+use podium_member::{Member, MemberConfig, files, print_changes};
+use podium_operator::leadership;
+use podium_operator::metrics::Metrics;
+use podium_operator::runtime::{self, Options};
+use podium_operator::server::{self, Health};
 
 #[derive(Parser)]
 #[command(
@@ -148,7 +148,7 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Crd => match podium::crd::crd_yaml() {
+        Command::Crd => match podium_api::crd_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
@@ -270,7 +270,7 @@ async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, Box<dyn std::err
         }
         None => Config::infer().await?,
     };
-    Ok(podium::client::build(config)?)
+    Ok(podium_member::client::build(config)?)
 }
 
 /// Refuses a pod selector the API server refuses, before anything starts: a watch with it
@@ -307,7 +307,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     tokio::spawn(async move {
-        podium::signals::terminated().await;
+        podium_member::signals::terminated().await;
         info!("shutting down");
         let _ = stop_tx.send(true);
     });
@@ -367,7 +367,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         leader_elect = args.leader_elect,
         "starting controller"
     );
-    reconcile::run(client, opts, metrics, stopped(), move || {
+    runtime::run(client, opts, metrics, stopped(), move || {
         ready.store(true, Ordering::Relaxed)
     })
     .await;

@@ -5,7 +5,7 @@
 //! move leadership at once, and their writes take no routine slot; routine writes and Events
 //! share `--concurrency` slots, and while a failover is moving leadership they wait (briefly)
 //! so that its writes meet only those already sent (but for the writes of a reconcile that a
-//! failover waits for: they go without a slot, see `Context::write_slot`). Once its leadership writes are acknowledged
+//! failover waits for: they go without a slot, see `Writer::slot`). Once its leadership writes are acknowledged
 //! the rest of a failover (status, Events) is routine work: in a storm it must not hold up the
 //! next promotion, and every moment routine writes wait is throughput lost to a cold start.
 

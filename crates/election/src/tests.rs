@@ -1,8 +1,8 @@
 //! Table-driven tests of the decision rules, and a property test over random histories.
 
 use super::*;
-use crate::crd::{DEFAULT_ROLE_LABEL, ElectionGroupSpec, Handoff};
 use crate::validation::validate;
+use podium_api::{DEFAULT_ROLE_LABEL, ElectionGroupSpec, Handoff};
 use proptest::prelude::*;
 
 pub(super) const T0: &str = "2026-11-22T10:00:00Z";

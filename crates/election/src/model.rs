@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use super::tests::{at, settings};
 use super::*;
-use crate::crd::Handoff;
+use crate::order::Phase;
+use podium_api::Handoff;
 use proptest::prelude::*;
 
 const GROUP: &str = "g";
@@ -118,7 +119,7 @@ impl Server {
     }
 }
 
-/// What a controller does from a view of the cluster: the reconciler's order of writes.
+/// What a controller does from a view of the cluster, in the order `Plan::phases` gives.
 fn plan_from(
     view: &State,
     settings: &Settings,
@@ -146,33 +147,32 @@ fn plan_from(
         lease_foreign: false,
         now,
     });
-    let steps = |ws: &[crate::election::PodWrite]| -> Vec<Step> {
-        ws.iter().cloned().map(Step::Pod).collect()
-    };
-    let (ordered, neutral) = plan.writes.split_at(plan.neutral_from);
-    let mut group = Vec::new();
+    // The operator's order, from the plan itself. (The operator also pins the successor at the
+    // version its write produced; this model keeps the decided pin, which only makes the next
+    // failover write status first.)
+    let mut steps = Vec::new();
     let mut rv = Some(view.group.rv);
-    if plan.status != view.group.status {
-        group.push(Step::Status(Box::new(plan.status.clone()), view.group.rv));
-        rv = None;
+    for phase in plan.phases() {
+        match phase {
+            Phase::Status => {
+                if plan.status != view.group.status {
+                    steps.push(Step::Status(Box::new(plan.status.clone()), view.group.rv));
+                    rv = None;
+                }
+            }
+            Phase::ClearHandoffRequest => {
+                if plan.clear_handoff_request {
+                    steps.push(Step::ClearRequest(rv));
+                }
+            }
+            // The model has no Lease mirror.
+            Phase::LeaseMirror => {}
+            Phase::SuccessorFollower | Phase::Leadership | Phase::Followers => {
+                steps.extend(plan.pod_writes(*phase).into_iter().cloned().map(Step::Pod))
+            }
+        }
     }
-    if plan.clear_handoff_request {
-        group.push(Step::ClearRequest(rv));
-    }
-    // The reconciler's order: a failover to the reserved successor labels it first and writes
-    // status last; otherwise the successor's follower write, status, the writes that move
-    // leadership, the other followers. (The reconciler also pins the successor at the version
-    // its write produced; this model keeps the decided pin, which only makes the next failover
-    // write status first.)
-    if plan.labels_first {
-        return [steps(ordered), steps(neutral), group].concat();
-    }
-    let successor = plan.status.successor.as_ref().and_then(|s| s.uid.clone());
-    let (early, rest): (Vec<_>, Vec<_>) = neutral
-        .iter()
-        .cloned()
-        .partition(|w| Some(&w.uid) == successor.as_ref());
-    [steps(&early), group, steps(ordered), steps(&rest)].concat()
+    steps
 }
 
 /// The group writes after a status write are conditional on the version it produced.
@@ -628,7 +628,7 @@ fn a_term_issued_past_the_reserved_successor_fences_it() {
         Write(0),
     ];
     let s = settings(|s| {
-        s.handoff = Some(crate::crd::Handoff {
+        s.handoff = Some(podium_api::Handoff {
             schedule: Some("@every 15s".into()),
             mode: HandoffMode::BreakBeforeMake,
             ..Default::default()

@@ -1,6 +1,10 @@
 //! `podium member exec`: runs a command only while this pod leads, with its term in
 //! `PODIUM_TERM`; stops it (SIGTERM, then SIGKILL after a grace period) when leadership ends and
 //! starts it again when it returns.
+//!
+//! The one module of podium that uses `unsafe`: a signal to a process group and the
+//! pre-exec hook that ties the command's life to its supervisor.
+#![allow(unsafe_code)]
 
 use std::process::ExitStatus;
 use std::time::Duration;

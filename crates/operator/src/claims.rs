@@ -10,7 +10,7 @@ use kube::runtime::watcher;
 
 use crate::cache::Anchor;
 use crate::membership::Claim;
-use crate::reconcile::Guarded;
+use podium_api::Guarded;
 
 /// The claims of one namespace.
 #[derive(Default)]
@@ -182,8 +182,8 @@ impl Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::ElectionGroup;
     use kube::core::error_boundary::DeserializeGuard;
+    use podium_api::ElectionGroup;
     use serde_json::json;
 
     fn group(name: &str, generation: i64, selector: serde_json::Value) -> Guarded {

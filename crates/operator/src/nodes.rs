@@ -22,8 +22,8 @@ use kube::{Api, Client, ResourceExt};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::reconcile::Guarded;
-use crate::watches::relisting;
+use podium_api::Guarded;
+use podium_member::watches::relisting;
 
 /// The namespace where kubelets keep their node Leases.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";

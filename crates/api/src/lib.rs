@@ -5,6 +5,12 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Field manager for every write podium makes.
+pub const MANAGER: &str = "podium";
+
+/// An ElectionGroup as a cache holds it: parsed, or the reason it could not be.
+pub type Guarded = kube::core::error_boundary::DeserializeGuard<ElectionGroup>;
+
 /// API group of every podium resource.
 pub const GROUP: &str = "podium.dev";
 /// Default label key that carries a member's role.
@@ -371,11 +377,11 @@ mod tests {
         for (path, committed) in [
             (
                 "crds/electiongroup.yaml",
-                include_str!("../crds/electiongroup.yaml"),
+                include_str!("../../../crds/electiongroup.yaml"),
             ),
             (
                 "config/crd/electiongroup.yaml",
-                include_str!("../config/crd/electiongroup.yaml"),
+                include_str!("../../../config/crd/electiongroup.yaml"),
             ),
         ] {
             assert!(committed == current, "{path} is stale: run `make crds`");

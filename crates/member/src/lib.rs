@@ -5,8 +5,11 @@
 //! slow reader never builds a backlog. `UNKNOWN` means the watch has been broken for longer than
 //! `unknown_after`: the process cannot tell whether it still leads (its term fences it).
 
+pub mod client;
 pub mod files;
+pub mod signals;
 pub mod supervise;
+pub mod watches;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -27,8 +30,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::crd::{DEFAULT_ROLE_LABEL, ElectionGroup, GROUP_ANNOTATION, LEADER, TERM_ANNOTATION};
 use crate::watches::relisting;
+use podium_api::{DEFAULT_ROLE_LABEL, ElectionGroup, GROUP_ANNOTATION, LEADER, TERM_ANNOTATION};
 
 /// A member's role, as its own Pod shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

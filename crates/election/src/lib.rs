@@ -17,17 +17,21 @@
 //! writes that pod before promoting anyone until its version has moved: a stale writer's copy of
 //! the promotion then fails its precondition, or lands first and is demoted like any leader.
 
+pub mod order;
+pub mod schedule;
+pub mod validation;
+
 use std::cmp::Ordering;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{
+use crate::schedule::Due;
+use crate::validation::Settings;
+use podium_api::{
     Abandoned, ElectionGroupStatus, FOLLOWER, HandoffMode, LEADER, Preference, Successor,
     Transition, TransitionReason,
 };
-use crate::schedule::Due;
-use crate::validation::Settings;
 
 /// Condition type: a healthy leader is labelled.
 pub const READY: &str = "Ready";
@@ -157,7 +161,7 @@ pub struct Note {
 }
 
 /// The outcome of a decision: writes in order, the new status, Events, and when to look again.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     /// The pod writes go before the status write: a failover to the reserved successor, whose
     /// term status already records, with nothing to fence first.

@@ -1,23 +1,21 @@
-//! podium: a Kubernetes operator that gives a set of pods exactly one leader.
+//! podium's controller: caches, routing, fenced writers, reconcile, the controller Lease, metrics.
 
 pub mod apply;
 pub mod cache;
 pub mod claims;
-pub mod client;
-pub mod crd;
-pub mod election;
+pub mod context;
+pub mod error;
 pub mod events;
+pub mod lane;
 pub mod leadership;
-pub mod member;
 pub mod membership;
 pub mod metrics;
 pub mod nodes;
 pub mod overlay;
+pub mod promotions;
 pub mod reconcile;
 pub mod routing;
-pub mod schedule;
+pub mod runtime;
 pub mod server;
-pub mod signals;
 pub mod slots;
-pub mod validation;
-pub mod watches;
+pub mod writer;

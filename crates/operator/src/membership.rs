@@ -9,8 +9,8 @@ use kube::ResourceExt;
 use kube::core::{Expression, Selector, SelectorExt};
 
 use crate::cache::{Anchor, CachedPod};
-use crate::crd::{ElectionGroup, GROUP_ANNOTATION, PRIORITY_ANNOTATION, TERM_ANNOTATION};
-use crate::election::Member;
+use podium_api::{ElectionGroup, GROUP_ANNOTATION, PRIORITY_ANNOTATION, TERM_ANNOTATION};
+use podium_election::Member;
 
 /// A group as seen when deciding who owns a contested pod.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher;
 
-use crate::crd::{GROUP_ANNOTATION, TERM_ANNOTATION};
+use podium_api::{GROUP_ANNOTATION, TERM_ANNOTATION};
 
 /// Annotations podium reads are its own; every other annotation is dropped from the cache.
 const OWN_PREFIX: &str = "podium.dev/";

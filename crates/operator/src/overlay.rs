@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use crate::cache::CachedPod;
-use crate::crd::ElectionGroup;
+use podium_api::ElectionGroup;
 
 type Key = (String, String);
 

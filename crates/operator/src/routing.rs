@@ -13,8 +13,8 @@ use tokio::sync::{OwnedMutexGuard, watch};
 
 use crate::cache::{CachedPod, Change};
 use crate::claims::Claims;
-use crate::crd::{FOLLOWER, GROUP_ANNOTATION, LEADER};
-use crate::reconcile::Guarded;
+use podium_api::Guarded;
+use podium_api::{FOLLOWER, GROUP_ANNOTATION, LEADER};
 
 /// The groups one pod change concerns, split by queue.
 #[derive(Debug, Default, PartialEq)]
@@ -295,10 +295,10 @@ mod tests {
     use super::*;
 
     use crate::cache::PodCache;
-    use crate::crd::ElectionGroup;
     use k8s_openapi::api::core::v1::Pod;
     use kube::core::error_boundary::DeserializeGuard;
     use kube::runtime::watcher::Event;
+    use podium_api::ElectionGroup;
     use serde_json::json;
 
     fn claims() -> Claims {

@@ -3,8 +3,8 @@
 use jiff::SignedDuration;
 use kube::core::Selector;
 
-use crate::crd::{ElectionGroupSpec, HandoffMode, Preference};
 use crate::schedule::Timing;
+use podium_api::{ElectionGroupSpec, HandoffMode, Preference};
 
 /// A spec that passed every check the CRD schema cannot express.
 #[derive(Debug, Clone)]
@@ -217,8 +217,8 @@ fn selector_keys(spec: &ElectionGroupSpec) -> impl Iterator<Item = &String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::Handoff;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+    use podium_api::Handoff;
 
     fn spec() -> ElectionGroupSpec {
         serde_json::from_value(serde_json::json!({"selector": {"matchLabels": {"app": "x"}}}))

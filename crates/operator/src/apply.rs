@@ -14,9 +14,12 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::cache::CachedPod;
-use crate::crd::{ElectionGroup, FINALIZER, GROUP_ANNOTATION, HANDOFF_ANNOTATION, TERM_ANNOTATION};
-use crate::election::{PodChange, PodWrite};
-use crate::reconcile::{Context, Error, MANAGER};
+use crate::error::{Error, NotLeading};
+use crate::lane::Lane;
+use crate::writer::Writer;
+use podium_api::MANAGER;
+use podium_api::{ElectionGroup, FINALIZER, GROUP_ANNOTATION, HANDOFF_ANNOTATION, TERM_ANNOTATION};
+use podium_election::{PodChange, PodWrite};
 
 /// How a conditional write ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,31 +49,12 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
-/// This replica does not hold the controller Lease at this instant.
-#[derive(Debug)]
-pub struct NotLeading;
-
-impl From<NotLeading> for Error {
-    fn from(_: NotLeading) -> Self {
-        Error::NotLeading
-    }
-}
-
-/// Fails unless this replica holds the controller Lease at this instant.
-pub fn fenced(ctx: &Context) -> Result<(), NotLeading> {
-    if ctx.fence.holds() {
-        Ok(())
-    } else {
-        Err(NotLeading)
-    }
-}
-
 /// Reads a group afresh after a conflict so that the next decision starts from the truth.
-async fn reread_group(group: &ElectionGroup, ctx: &Context) -> Result<Outcome, Error> {
+async fn reread_group(group: &ElectionGroup, wr: &Writer) -> Result<Outcome, Error> {
     let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
-    let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<ElectionGroup> = Api::namespaced(wr.client.clone(), &ns);
     match api.get_opt(&name).await {
-        Ok(Some(fresh)) => ctx.overlay.group_written(fresh),
+        Ok(Some(fresh)) => wr.overlay.group_written(fresh),
         Ok(None) => {}
         Err(source) => {
             return Err(Error::Metadata {
@@ -114,30 +98,31 @@ pub fn merge_diff(old: &Value, new: &Value) -> Value {
 /// and which, with the version as precondition, cannot undo anyone else's change.
 pub async fn status(
     current: &mut ElectionGroup,
-    status: &crate::crd::ElectionGroupStatus,
-    ctx: &Context,
+    status: &podium_api::ElectionGroupStatus,
+    wr: &Writer,
+    lane: &Lane,
 ) -> Result<Outcome, Error> {
     let (ns, name) = (current.namespace().unwrap_or_default(), current.name_any());
-    let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<ElectionGroup> = Api::namespaced(wr.client.clone(), &ns);
     let old = serde_json::to_value(current.status.as_ref()).unwrap_or(Value::Null);
     let new = serde_json::to_value(status).unwrap_or(Value::Null);
     let body = json!({
         "metadata": {"resourceVersion": current.resource_version()},
         "status": merge_diff(&old, &new),
     });
-    let slot = ctx.write_slot().await?;
+    let slot = wr.slot(lane).await?;
     let written = api
         .patch_status(&name, &params(), &Patch::Merge(body))
         .await;
     drop(slot);
     match written {
         Ok(written) => {
-            ctx.metrics.status_written();
-            ctx.overlay.group_written(written.clone());
+            wr.metrics.status_written();
+            wr.overlay.group_written(written.clone());
             *current = written;
             Ok(Outcome::Done)
         }
-        Err(e) if is_conflict(&e) => reread_group(current, ctx).await,
+        Err(e) if is_conflict(&e) => reread_group(current, wr).await,
         Err(source) => Err(Error::Status {
             namespace: ns,
             group: name,
@@ -150,13 +135,14 @@ pub async fn status(
 async fn group_metadata(
     current: &mut ElectionGroup,
     metadata: Value,
-    ctx: &Context,
+    wr: &Writer,
+    lane: &Lane,
 ) -> Result<Outcome, Error> {
     let (ns, name) = (current.namespace().unwrap_or_default(), current.name_any());
-    let api: Api<ElectionGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<ElectionGroup> = Api::namespaced(wr.client.clone(), &ns);
     let mut metadata = metadata;
     metadata["resourceVersion"] = json!(current.resource_version());
-    let slot = ctx.write_slot().await?;
+    let slot = wr.slot(lane).await?;
     let written = api
         .patch_metadata(
             &name,
@@ -168,10 +154,10 @@ async fn group_metadata(
     match written {
         Ok(meta) => {
             current.metadata = meta.metadata;
-            ctx.overlay.group_written(current.clone());
+            wr.overlay.group_written(current.clone());
             Ok(Outcome::Done)
         }
-        Err(e) if is_conflict(&e) => reread_group(current, ctx).await,
+        Err(e) if is_conflict(&e) => reread_group(current, wr).await,
         Err(source) => Err(Error::Metadata {
             namespace: ns,
             group: name,
@@ -181,16 +167,21 @@ async fn group_metadata(
 }
 
 /// Adds podium's finalizer next to whatever finalizers the group already has.
-pub async fn add_finalizer(current: &mut ElectionGroup, ctx: &Context) -> Result<Outcome, Error> {
+pub async fn add_finalizer(
+    current: &mut ElectionGroup,
+    wr: &Writer,
+    lane: &Lane,
+) -> Result<Outcome, Error> {
     let mut all = current.finalizers().to_vec();
     all.push(FINALIZER.to_string());
-    group_metadata(current, json!({ "finalizers": all }), ctx).await
+    group_metadata(current, json!({ "finalizers": all }), wr, lane).await
 }
 
 /// Removes podium's finalizer and keeps every other one.
 pub async fn remove_finalizer(
     current: &mut ElectionGroup,
-    ctx: &Context,
+    wr: &Writer,
+    lane: &Lane,
 ) -> Result<Outcome, Error> {
     let rest: Vec<&String> = current
         .finalizers()
@@ -198,18 +189,20 @@ pub async fn remove_finalizer(
         .filter(|f| *f != FINALIZER)
         .collect();
     let rest = json!(rest);
-    group_metadata(current, json!({ "finalizers": rest }), ctx).await
+    group_metadata(current, json!({ "finalizers": rest }), wr, lane).await
 }
 
 /// Removes the handoff request that was just acted on; a newer request makes this conflict.
 pub async fn clear_handoff_request(
     current: &mut ElectionGroup,
-    ctx: &Context,
+    wr: &Writer,
+    lane: &Lane,
 ) -> Result<Outcome, Error> {
     group_metadata(
         current,
         json!({"annotations": {HANDOFF_ANNOTATION: null}}),
-        ctx,
+        wr,
+        lane,
     )
     .await
 }
@@ -283,20 +276,21 @@ pub async fn pod(
     w: &PodWrite,
     keys: &PodKeys<'_>,
     cached: Option<Arc<CachedPod>>,
-    ctx: &Context,
+    wr: &Writer,
+    lane: &Lane,
 ) -> Result<Outcome, PodWriteError> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let api: Api<Pod> = Api::namespaced(wr.client.clone(), ns);
     let patch = pod_patch(w, keys);
-    let slot = ctx.write_slot().await?;
+    let slot = wr.slot(lane).await?;
     let written = api
         .patch_metadata(&w.pod, &params(), &Patch::Merge(&patch))
         .await;
     drop(slot);
     match written {
         Ok(written) => {
-            ctx.metrics.pod_written();
+            wr.metrics.pod_written();
             if let Some(cached) = cached {
-                ctx.overlay.pod_written(&cached, written.metadata);
+                wr.overlay.pod_written(&cached, written.metadata);
             }
             Ok(Outcome::Done)
         }
@@ -304,15 +298,15 @@ pub async fn pod(
             // Read the pod afresh (or learn it is gone) so the next decision sees the truth.
             match api.get_opt(&w.pod).await? {
                 Some(fresh) if fresh.uid().as_deref() == Some(w.uid.as_str()) => {
-                    ctx.overlay.pod_read(CachedPod::from_pod(fresh))
+                    wr.overlay.pod_read(CachedPod::from_pod(fresh))
                 }
                 // A same-named replacement is a different pod: the cache will bring it.
-                Some(_) | None => ctx.overlay.pod_deleted(&w.uid),
+                Some(_) | None => wr.overlay.pod_deleted(&w.uid),
             }
             Ok(Outcome::Stale)
         }
         Err(e) if is_not_found(&e) => {
-            ctx.overlay.pod_deleted(&w.uid);
+            wr.overlay.pod_deleted(&w.uid);
             Ok(Outcome::Gone)
         }
         Err(e) => Err(e.into()),
@@ -331,9 +325,9 @@ pub enum LeaseMirror {
 }
 
 /// Reads the Lease a `publishLease` group mirrors into.
-pub async fn lease_mirror(group: &ElectionGroup, ctx: &Context) -> Result<LeaseMirror, Error> {
+pub async fn lease_mirror(group: &ElectionGroup, wr: &Writer) -> Result<LeaseMirror, Error> {
     let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
-    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<Lease> = Api::namespaced(wr.client.clone(), &ns);
     let lease = api.get_opt(&name).await.map_err(|source| Error::Lease {
         namespace: ns,
         group: name,
@@ -357,11 +351,12 @@ pub async fn lease_mirror(group: &ElectionGroup, ctx: &Context) -> Result<LeaseM
 pub async fn publish_lease(
     group: &ElectionGroup,
     mirror: LeaseMirror,
-    status: &crate::crd::ElectionGroupStatus,
-    ctx: &Context,
+    status: &podium_api::ElectionGroupStatus,
+    wr: &Writer,
+    lane: &Lane,
 ) -> Result<Outcome, Error> {
     let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
-    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<Lease> = Api::namespaced(wr.client.clone(), &ns);
     let err = |source| Error::Lease {
         namespace: ns.clone(),
         group: name.clone(),
@@ -400,7 +395,7 @@ pub async fn publish_lease(
     spec.lease_transitions = want.lease_transitions;
     spec.acquire_time = want.acquire_time;
     spec.renew_time = want.renew_time;
-    let slot = ctx.write_slot().await?;
+    let slot = wr.slot(lane).await?;
     let result = if lease.metadata.resource_version.is_some() {
         api.replace(&name, &PostParams::default(), &lease).await
     } else {

@@ -1,0 +1,1 @@
+//! Request-sequence tests of the reconciler against a mock API server.
