@@ -1,1 +1,441 @@
-//! Request-sequence tests of the reconciler against a mock API server.
+//! Request-sequence tests of the reconciler against a mock API server: the writes of a plan
+//! reach the API server in the order `Plan::phases` gives, for each kind of change of leader.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use futures::channel::mpsc;
+use http::{Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::Pod;
+use kube::client::Body;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher;
+use podium_api::{Guarded, HANDOFF_ANNOTATION};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::reconcile_group;
+use crate::cache::PodCache;
+use crate::claims::Claims;
+use crate::context::Context;
+use crate::events::Publisher;
+use crate::lane::Lane;
+use crate::leadership::Fence;
+use crate::metrics::Metrics;
+use crate::nodes::NodeLeases;
+use crate::overlay::Overlay;
+use crate::routing::{GroupLocks, UrgentSince};
+use crate::slots::WriteSlots;
+use crate::writer::Writer;
+
+const NS: &str = "ns";
+
+/// The objects a mock API server holds, and the writes and reads it answered, in order.
+#[derive(Default)]
+struct Server {
+    objects: BTreeMap<String, Value>,
+    version: u64,
+    log: Vec<String>,
+}
+
+/// RFC 7386: a JSON merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let Value::Object(t) = target else { return };
+    for (k, v) in patch {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+fn failure(code: StatusCode, reason: &str) -> (StatusCode, Value) {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                      "message": reason, "reason": reason, "code": code.as_u16()});
+    (code, body)
+}
+
+impl Server {
+    fn put(&mut self, key: &str, mut object: Value) {
+        self.version += 1;
+        object["metadata"]["resourceVersion"] = json!(self.version.to_string());
+        self.objects.insert(key.to_string(), object);
+    }
+
+    /// Answers one request: GET and merge-PATCH of pods and ElectionGroups (with podium's
+    /// resourceVersion and UID preconditions), Events accepted unlogged.
+    fn answer(&mut self, method: &str, path: &str, body: &[u8]) -> (StatusCode, Value) {
+        if path.contains("/events") {
+            return (
+                StatusCode::CREATED,
+                serde_json::from_slice(body).unwrap_or_default(),
+            );
+        }
+        let path = path.split('?').next().unwrap_or_default();
+        let (kind, rest) = match path.split_once(&format!("/namespaces/{NS}/")) {
+            Some((_, rest)) => (rest.split('/').next().unwrap_or_default(), rest),
+            None => return failure(StatusCode::NOT_FOUND, "NotFound"),
+        };
+        let mut parts = rest.split('/').skip(1);
+        let name = parts.next().unwrap_or_default();
+        let subresource = parts.next();
+        let key = format!("{kind}/{name}");
+        let Some(stored) = self.objects.get(&key).cloned() else {
+            self.log.push(format!("{method} {key} (absent)"));
+            return failure(StatusCode::NOT_FOUND, "NotFound");
+        };
+        if method == "GET" {
+            self.log.push(format!("GET {key}"));
+            return (StatusCode::OK, stored);
+        }
+        let patch: Value = serde_json::from_slice(body).unwrap_or_default();
+        let entry = match (kind, subresource) {
+            ("pods", _) => {
+                let role = &patch["metadata"]["labels"]["podium.dev/role"];
+                format!("PATCH {key} role={}", role.as_str().unwrap_or("released"))
+            }
+            (_, Some(sub)) => format!("PATCH {key}/{sub}"),
+            (_, None) => format!("PATCH {key}"),
+        };
+        let meta = &patch["metadata"];
+        for field in ["resourceVersion", "uid"] {
+            if let Some(expected) = meta[field].as_str()
+                && stored["metadata"][field].as_str() != Some(expected)
+            {
+                self.log.push(format!("{entry} (conflict)"));
+                return failure(StatusCode::CONFLICT, "Conflict");
+            }
+        }
+        self.log.push(entry);
+        let mut updated = stored;
+        let mut patch = patch;
+        if let Some(m) = patch["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+            m.remove("uid");
+        }
+        match subresource {
+            // The status subresource takes status only; the main resource leaves status alone.
+            Some(_) => merge(&mut updated["status"], &patch["status"]),
+            None => {
+                if let Some(p) = patch.as_object_mut() {
+                    p.remove("status");
+                }
+                merge(&mut updated, &patch);
+            }
+        }
+        self.put(&key, updated);
+        (StatusCode::OK, self.objects[&key].clone())
+    }
+}
+
+/// A controller over a mock API server, with caches fed from what the server holds.
+struct Harness {
+    server: Arc<Mutex<Server>>,
+    ctx: Context,
+    groups: reflector::store::Writer<Guarded>,
+}
+
+fn pod(name: &str, uid: &str, created: &str, labels: Value, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "uid": uid, "creationTimestamp": created,
+                     "labels": labels, "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "app"}]},
+        "status": {"phase": "Running", "podIP": "10.0.0.1",
+                   "conditions": [{"type": "Ready", "status": "True"}]},
+    })
+}
+
+fn group(spec: Value) -> Value {
+    let mut spec = spec;
+    spec["selector"] = json!({"matchLabels": {"app": "x"}});
+    json!({
+        "apiVersion": "podium.dev/v1alpha1", "kind": "ElectionGroup",
+        "metadata": {"name": "g", "namespace": NS, "uid": "g-uid", "generation": 1,
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": spec,
+    })
+}
+
+impl Harness {
+    /// A group `g` selecting `app=x` with the pods a, b and c (oldest first), all Ready.
+    fn new(spec: Value) -> Self {
+        let server = Arc::new(Mutex::new(Server::default()));
+        {
+            let mut s = server.lock().unwrap();
+            for (name, created) in [("a", "01"), ("b", "02"), ("c", "03")] {
+                let at = format!("2026-01-01T00:00:{created}Z");
+                let p = pod(
+                    name,
+                    &format!("{name}-uid"),
+                    &at,
+                    json!({"app": "x"}),
+                    json!({}),
+                );
+                s.put(&format!("pods/{name}"), p);
+            }
+            s.put("electiongroups/g", group(spec));
+        }
+        let answering = server.clone();
+        let service = tower::service_fn(move |req: Request<Body>| {
+            let server = answering.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect_bytes().await.unwrap_or_default();
+                let path = parts.uri.path_and_query().map(|p| p.to_string());
+                let (code, value) = server.lock().unwrap().answer(
+                    parts.method.as_str(),
+                    &path.unwrap_or_default(),
+                    &bytes,
+                );
+                let body = Body::from(serde_json::to_vec(&value).unwrap());
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder().status(code).body(body).unwrap(),
+                )
+            }
+        });
+        let client = kube::Client::new(service, NS);
+        let metrics = Arc::new(Metrics::default());
+        let fence = Fence::open();
+        let slots = Arc::new(WriteSlots::new(4, 4, metrics.failover_priority()));
+        let reporter = Reporter {
+            controller: "podium".into(),
+            instance: None,
+        };
+        let (store, groups) = reflector::store();
+        let (handed_back, _) = mpsc::unbounded();
+        let ctx = Context {
+            writer: Writer {
+                client: client.clone(),
+                overlay: Arc::new(Overlay::default()),
+                fence: fence.clone(),
+                slots: slots.clone(),
+                metrics: metrics.clone(),
+                urgent_since: Arc::new(UrgentSince::default()),
+            },
+            pods: Arc::new(PodCache::default()),
+            groups: store,
+            claims: Arc::new(Claims::default()),
+            locks: GroupLocks::default(),
+            synced: (watch::channel(true).1, watch::channel(true).1),
+            recorder: Publisher::start(client.clone(), reporter, metrics, slots, fence),
+            active: watch::channel(true).1,
+            failures: Mutex::default(),
+            promotions: Default::default(),
+            nodes: NodeLeases::new(client).0,
+            handed_back,
+        };
+        let mut h = Self {
+            server,
+            ctx,
+            groups,
+        };
+        h.sync();
+        h
+    }
+
+    /// Feeds the caches what the server holds, as the watches would.
+    fn sync(&mut self) {
+        let s = self.server.lock().unwrap();
+        for (key, object) in &s.objects {
+            if key.starts_with("pods/") {
+                let p: Pod = serde_json::from_value(object.clone()).unwrap();
+                self.ctx.pods.apply(watcher::Event::Apply(p));
+            } else {
+                let g: Guarded = serde_json::from_value(object.clone()).unwrap();
+                let ev = watcher::Event::Apply(g);
+                self.ctx.claims.apply(&ev);
+                self.groups.apply_watcher_event(&ev);
+            }
+        }
+    }
+
+    /// Changes an object on the server (and in the caches), as someone else would.
+    fn edit(&mut self, key: &str, change: impl FnOnce(&mut Value)) {
+        {
+            let mut s = self.server.lock().unwrap();
+            let mut object = s.objects[key].clone();
+            change(&mut object);
+            s.put(key, object);
+        }
+        self.sync();
+    }
+
+    /// Deletes a pod on the server and in the cache.
+    fn delete(&mut self, name: &str) {
+        let key = format!("pods/{name}");
+        let object = self.server.lock().unwrap().objects.remove(&key).unwrap();
+        let p: Pod = serde_json::from_value(object).unwrap();
+        self.ctx.pods.apply(watcher::Event::Delete(p));
+    }
+
+    /// One reconcile of `g` (in the failover lane when `failover`); the requests it made.
+    async fn reconcile(&mut self, failover: bool) -> Vec<String> {
+        self.server.lock().unwrap().log.clear();
+        let key = ObjectRef::<Guarded>::new("g").within(NS);
+        let cached = self.ctx.groups.get(&key).unwrap();
+        let group = cached.0.as_ref().unwrap().clone();
+        let (_tx, waiting) = watch::channel(0);
+        let lane = Lane::new(key, waiting, failover.then_some(None));
+        reconcile_group(&group, &self.ctx, &lane).await.unwrap();
+        self.sync();
+        std::mem::take(&mut self.server.lock().unwrap().log)
+    }
+
+    fn status(&self) -> Value {
+        self.server.lock().unwrap().objects["electiongroups/g"]["status"].clone()
+    }
+
+    /// Elects a leader from scratch and settles.
+    async fn elected(spec: Value) -> Self {
+        let mut h = Self::new(spec);
+        let first = h.reconcile(false).await;
+        assert!(!first.is_empty(), "the first reconcile wrote nothing");
+        let again = h.reconcile(false).await;
+        assert_eq!(
+            again,
+            Vec::<String>::new(),
+            "a settled group is written again"
+        );
+        assert_eq!(h.status()["leader"], "a");
+        h
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_new_group_records_its_term_before_labelling_its_leader() {
+    let mut h = Harness::new(json!({}));
+    let sent = h.reconcile(false).await;
+    // The finalizer, then the reserved successor's follower write (status pins its version),
+    // status with the new term, the leader, the other follower.
+    assert_eq!(
+        sent,
+        strings(&[
+            "PATCH electiongroups/g",
+            "PATCH pods/b role=follower",
+            "PATCH electiongroups/g/status",
+            "PATCH pods/a role=leader",
+            "PATCH pods/c role=follower",
+        ])
+    );
+    assert_eq!(h.status()["successor"]["pod"], "b");
+}
+
+#[tokio::test]
+async fn a_failover_to_the_reserved_successor_labels_it_before_status() {
+    let mut h = Harness::elected(json!({})).await;
+    let term = h.status()["term"].as_i64().unwrap();
+    h.delete("a");
+    let sent = h.reconcile(true).await;
+    assert_eq!(
+        sent,
+        strings(&["PATCH pods/b role=leader", "PATCH electiongroups/g/status"])
+    );
+    assert_eq!(h.status()["leader"], "b");
+    assert_eq!(h.status()["term"].as_i64(), Some(term + 1));
+}
+
+#[tokio::test]
+async fn a_failover_without_a_usable_reservation_records_status_first() {
+    let mut h = Harness::elected(json!({})).await;
+    // The successor changed since it was reserved: its reservation may not be labelled first.
+    h.edit("pods/b", |p| {
+        p["metadata"]["labels"]["touched"] = json!("yes")
+    });
+    h.delete("a");
+    let sent = h.reconcile(true).await;
+    assert_eq!(
+        sent,
+        strings(&["PATCH electiongroups/g/status", "PATCH pods/b role=leader",])
+    );
+    assert_eq!(h.status()["leader"], "b");
+}
+
+#[tokio::test]
+async fn a_handoff_demotes_before_it_promotes_by_default() {
+    let mut h = Harness::elected(json!({})).await;
+    h.edit("electiongroups/g", |g| {
+        g["metadata"]["annotations"] = json!({HANDOFF_ANNOTATION: "c"});
+    });
+    let sent = h.reconcile(false).await;
+    assert_eq!(
+        sent,
+        strings(&[
+            "PATCH electiongroups/g/status",
+            "PATCH electiongroups/g",
+            // b's reserved term is given up: b is written first (the next pass labels it again).
+            "PATCH pods/b role=released",
+            "PATCH pods/a role=follower",
+            "PATCH pods/c role=leader",
+        ])
+    );
+    assert_eq!(h.status()["leader"], "c");
+    assert_eq!(h.status()["abandoned"][0]["pod"], "b");
+}
+
+#[tokio::test]
+async fn a_make_before_break_handoff_promotes_before_it_demotes() {
+    let mut h = Harness::elected(json!({"handoff": {"mode": "MakeBeforeBreak"}})).await;
+    h.edit("electiongroups/g", |g| {
+        g["metadata"]["annotations"] = json!({HANDOFF_ANNOTATION: "c"});
+    });
+    let sent = h.reconcile(false).await;
+    assert_eq!(
+        sent,
+        strings(&[
+            "PATCH electiongroups/g/status",
+            "PATCH electiongroups/g",
+            "PATCH pods/b role=released",
+            "PATCH pods/c role=leader",
+            "PATCH pods/a role=follower",
+        ])
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_promotion_is_fenced_before_anyone_is_promoted() {
+    let mut h = Harness::elected(json!({})).await;
+    h.delete("a");
+    // b turned unready, and a controller recorded b's promotion in status but never labelled
+    // it: the promotion is abandoned, and status lists b; b is written (its version moves, so a
+    // stale copy of the promotion fails) before c is promoted.
+    h.edit("pods/b", |p| {
+        p["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+    });
+    let b_version =
+        h.server.lock().unwrap().objects["pods/b"]["metadata"]["resourceVersion"].clone();
+    let term = h.status()["term"].as_i64().unwrap() + 1;
+    h.edit("electiongroups/g", |g| {
+        let s = &mut g["status"];
+        s["leader"] = json!("b");
+        s["leaderUID"] = json!("b-uid");
+        s["leaderResourceVersion"] = b_version;
+        s["term"] = json!(term);
+        s["successor"] = Value::Null;
+    });
+    let sent = h.reconcile(false).await;
+    assert_eq!(
+        sent,
+        strings(&[
+            "PATCH electiongroups/g/status",
+            // Labelled follower already: its labels come off (the next pass puts them back).
+            "PATCH pods/b role=released",
+            "PATCH pods/c role=leader",
+        ])
+    );
+    assert_eq!(h.status()["leader"], "c");
+    assert_eq!(h.status()["abandoned"][0]["pod"], "b");
+}
