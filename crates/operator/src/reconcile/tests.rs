@@ -364,13 +364,19 @@ async fn a_failover_without_a_usable_reservation_records_status_first() {
     assert_eq!(h.status()["leader"], "b");
 }
 
-#[tokio::test]
-async fn a_handoff_demotes_before_it_promotes_by_default() {
-    let mut h = Harness::elected(json!({})).await;
+/// An elected group asked to hand over to c; the requests that made it.
+async fn handoff_to_c(spec: Value) -> (Harness, Vec<String>) {
+    let mut h = Harness::elected(spec).await;
     h.edit("electiongroups/g", |g| {
         g["metadata"]["annotations"] = json!({HANDOFF_ANNOTATION: "c"});
     });
     let sent = h.reconcile(false).await;
+    (h, sent)
+}
+
+#[tokio::test]
+async fn a_handoff_demotes_before_it_promotes_by_default() {
+    let (h, sent) = handoff_to_c(json!({})).await;
     assert_eq!(
         sent,
         strings(&[
@@ -388,11 +394,7 @@ async fn a_handoff_demotes_before_it_promotes_by_default() {
 
 #[tokio::test]
 async fn a_make_before_break_handoff_promotes_before_it_demotes() {
-    let mut h = Harness::elected(json!({"handoff": {"mode": "MakeBeforeBreak"}})).await;
-    h.edit("electiongroups/g", |g| {
-        g["metadata"]["annotations"] = json!({HANDOFF_ANNOTATION: "c"});
-    });
-    let sent = h.reconcile(false).await;
+    let (_, sent) = handoff_to_c(json!({"handoff": {"mode": "MakeBeforeBreak"}})).await;
     assert_eq!(
         sent,
         strings(&[
