@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use super::tests::{at, settings};
 use super::*;
 use crate::order::Phase;
-use podium_api::Handoff;
+use podium_api::{Handoff, HandoffMode, LEADER};
 use proptest::prelude::*;
 
 const GROUP: &str = "g";

@@ -2,7 +2,11 @@
 
 use super::*;
 use crate::validation::validate;
-use podium_api::{DEFAULT_ROLE_LABEL, ElectionGroupSpec, Handoff};
+use jiff::SignedDuration;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use podium_api::{
+    DEFAULT_ROLE_LABEL, ElectionGroupSpec, FOLLOWER, Handoff, HandoffMode, LEADER, Preference,
+};
 use proptest::prelude::*;
 
 pub(super) const T0: &str = "2026-11-22T10:00:00Z";
