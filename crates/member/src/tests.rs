@@ -5,10 +5,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ObjectMeta;
+use kube::core::Selector;
+use kube::runtime::watcher;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::*;
+use crate::role::{GroupView, observe};
+use crate::tracker::{Seen, Tracker};
 
 fn pod(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Pod {
     let map = |kv: &[(&str, &str)]| {

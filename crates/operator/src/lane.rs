@@ -55,11 +55,6 @@ impl Lane {
         }
     }
 
-    /// Whether this is a failover's reconcile.
-    pub fn is_failover(&self) -> bool {
-        self.failover.is_some()
-    }
-
     fn with_failover<T>(&self, f: impl FnOnce(&mut Failover) -> T) -> Option<T> {
         let cell = self.failover.as_ref()?;
         Some(f(&mut cell.lock().unwrap_or_else(|p| p.into_inner())))

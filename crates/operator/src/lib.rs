@@ -1,21 +1,21 @@
 //! podium's controller: caches, routing, fenced writers, reconcile, the controller Lease, metrics.
 
-pub mod apply;
+mod apply;
 pub mod cache;
 pub mod claims;
-pub mod context;
-pub mod error;
-pub mod events;
-pub mod lane;
+mod context;
+mod error;
+mod events;
+mod lane;
 pub mod leadership;
-pub mod membership;
+mod membership;
 pub mod metrics;
-pub mod nodes;
-pub mod overlay;
-pub mod promotions;
-pub mod reconcile;
+mod nodes;
+mod overlay;
+mod promotions;
+mod reconcile;
 pub mod routing;
 pub mod runtime;
 pub mod server;
-pub mod slots;
-pub mod writer;
+mod slots;
+mod writer;
