@@ -9,13 +9,16 @@ IMAGE_TAG    ?= dev
 MUSL         := x86_64-unknown-linux-musl
 NODE_SOCK    := $(CLUSTER_DIR)/node/containerd.sock
 
-.PHONY: help test unit model e2e e2e-node chaos chaos-short lint fmt crds cluster-up cluster-down run demo demo-down bench bench-scale build go-client image load-images deploy undeploy helm manifests check-manifests
+.PHONY: help deps test unit model e2e e2e-node chaos chaos-short lint fmt crds cluster-up cluster-down run demo demo-down bench bench-scale build go-client image load-images deploy undeploy helm manifests check-manifests
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## Build the podium binary
 	cargo build --bins
+
+deps: ## Install the Debian packages the real node, the image and the e2e tests need (as root; e2e/deps.sh)
+	e2e/deps.sh
 
 test: unit go-client e2e e2e-node chaos-short ## Unit tests, the Go client's tests, end-to-end tests (kwok, then the real node), a short chaos run
 
@@ -79,7 +82,7 @@ run: build cluster-up ## Run the operator against the local cluster (installs th
 	$(KUBECTL) wait --for=condition=Established crd/electiongroups.podium.dev --timeout=30s
 	target/debug/podium run --kubeconfig $(KUBECONFIG)
 
-demo: build cluster-up ## Local cluster, CRD, operator in the background, and the sample app
+demo: build ## Local cluster (without real-node-0 where its packages are missing), CRD, operator in the background, and the sample app
 	e2e/demo.sh
 
 image: ## Build podium:dev (tag: IMAGE_TAG) and podium-sample:dev without a container engine (buildah); load them into real-node-0 if it is up
