@@ -9,7 +9,7 @@ IMAGE_TAG    ?= dev
 MUSL         := x86_64-unknown-linux-musl
 NODE_SOCK    := $(CLUSTER_DIR)/node/containerd.sock
 
-.PHONY: help test unit model e2e e2e-node chaos chaos-short lint fmt crds cluster-up cluster-down run demo demo-down bench bench-scale build go-client image load-images deploy undeploy helm manifests check-manifests
+.PHONY: help deps monitoring-check test unit model e2e e2e-node chaos chaos-short lint fmt crds cluster-up cluster-down run demo demo-down bench bench-scale build go-client image load-images deploy undeploy helm manifests check-manifests
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -17,7 +17,10 @@ help: ## List the targets
 build: ## Build the podium binary
 	cargo build --bins
 
-test: unit go-client e2e e2e-node chaos-short ## Unit tests, the Go client's tests, end-to-end tests (kwok, then the real node), a short chaos run
+deps: ## Install the Debian packages the real node, the image and the e2e tests need (as root; e2e/deps.sh)
+	e2e/deps.sh
+
+test: monitoring-check unit go-client e2e e2e-node chaos-short ## The monitoring kit's checks, unit tests, the Go client's tests, end-to-end tests (kwok, then the real node), a short chaos run
 
 unit: ## Unit tests (pure logic, no cluster)
 	cargo test --workspace --lib --bins
@@ -26,6 +29,16 @@ go-client: ## Go client: vet, test, and build target/go/podium-member-go
 	cd clients/go && go vet ./...
 	cd clients/go && go test ./...
 	cd clients/go && CGO_ENABLED=0 go build -trimpath -o ../../target/go/podium-member-go ./cmd/podium-member-go
+
+# promtool is built once (about as long as helm) from config/monitoring/tools/go.mod into ~/.cache/podium.
+monitoring-check: ## Unit-test the alerts with promtool; check the dashboard's and alerts' queries against the metrics podium exports
+	p=$$(nice -n 10 config/monitoring/tools/build.sh) && $$p check rules config/monitoring/podium-alerts.rules.yaml && \
+	  $$p test rules config/monitoring/tests/alerts.test.yaml
+	cd config/monitoring/tools && go run ./check -src ../../.. -dashboard ../podium-dashboard.json -rules ../podium-alerts.rules.yaml
+	@cd config/monitoring/tools && if out=$$(go run ./check -src ../../.. -dashboard ../tests/bad-dashboard.json 2>&1); then \
+	  echo "the check accepted tests/bad-dashboard.json" >&2; exit 1; fi; \
+	  echo "$$out" | grep -q '6 problem(s)' || { echo "$$out" >&2; exit 1; }; \
+	  echo "ok: the check refuses tests/bad-dashboard.json (6 problems)"
 
 model: ## A long search of the decision model (PODIUM_MODEL_CASES, default 300000)
 	PODIUM_MODEL_CASES=$${PODIUM_MODEL_CASES:-300000} cargo test --release -p podium-election --lib -- model
@@ -70,16 +83,17 @@ helm: ## Build (or reuse) helm from charts/tools/go.mod into ~/.cache/podium
 manifests: ## Regenerate config/manager and config/rbac from charts/podium (default values)
 	charts/render.sh
 
-check-manifests: ## Fail when config/ is stale against charts/podium; helm lint both RBAC modes
+check-manifests: ## Fail when config/ is stale against charts/podium; helm lint both RBAC modes and the monitoring objects
 	charts/render.sh --check
-	h=$$(charts/tools/build.sh) && $$h lint --strict charts/podium && $$h lint --strict charts/podium --set watchNamespace=apps
+	h=$$(charts/tools/build.sh) && $$h lint --strict charts/podium && $$h lint --strict charts/podium --set watchNamespace=apps && \
+	  $$h lint --strict charts/podium --set monitoring.serviceMonitor.enabled=true,monitoring.prometheusRule.enabled=true,monitoring.dashboard.enabled=true
 
 run: build cluster-up ## Run the operator against the local cluster (installs the CRD)
 	$(KUBECTL) apply --server-side -f crds/electiongroup.yaml
 	$(KUBECTL) wait --for=condition=Established crd/electiongroups.podium.dev --timeout=30s
 	target/debug/podium run --kubeconfig $(KUBECONFIG)
 
-demo: build cluster-up ## Local cluster, CRD, operator in the background, and the sample app
+demo: build ## Local cluster (without real-node-0 where its packages are missing), CRD, operator in the background, and the sample app
 	e2e/demo.sh
 
 image: ## Build podium:dev (tag: IMAGE_TAG) and podium-sample:dev without a container engine (buildah); load them into real-node-0 if it is up

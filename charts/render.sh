@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Renders charts/podium with its default values (release podium, namespace podium-system) into
-# the plain manifests under config/manager and config/rbac, one file per template. The chart is
-# the source; the kustomization files in config/ are written by hand.
+# the plain manifests under config/manager and config/rbac, one file per template, and its
+# monitoring objects (off by default) into config/monitoring. The chart is the source; the
+# kustomization files in config/ are written by hand. The alerts and the dashboard are the
+# other way round: config/monitoring's plain files are the source, copied into the chart.
 #
 #   charts/render.sh          regenerate the files, and copy crds/ into the chart (make manifests)
 #   charts/render.sh --check  render into a temporary directory and fail, with a diff, when
@@ -43,6 +45,33 @@ for f in "${files[@]}"; do
   mv "$out/$f.tmp" "$out/$f"
 done
 
+# config/monitoring/<file> <- templates/<basename of file>, with the value that enables it.
+monitoring=(
+  "monitoring/servicemonitor.yaml monitoring.serviceMonitor.enabled=true"
+  "monitoring/podmonitor.yaml monitoring.podMonitor.enabled=true"
+  "monitoring/prometheusrule.yaml monitoring.prometheusRule.enabled=true"
+  "monitoring/dashboard.yaml monitoring.dashboard.enabled=true"
+)
+# The chart's alerts and dashboard are copies of config/monitoring's plain files.
+monitoring_files=(podium-alerts.rules.yaml podium-dashboard.json)
+if ! $check; then
+  for f in "${monitoring_files[@]}"; do
+    cp "$root/config/monitoring/$f" "$root/charts/podium/files/$f"
+  done
+fi
+for m in "${monitoring[@]}"; do
+  read -r f set <<<"$m"
+  t="templates/$(basename "$f")"
+  mkdir -p "$(dirname "$out/$f")"
+  {
+    echo "# Generated from charts/podium ($t, $set) by \`make manifests\`."
+    echo "# Do not edit by hand: change the chart and run \`make manifests\`."
+    "$helm" template podium "$root/charts/podium" --namespace podium-system --set "$set" --show-only "$t" |
+      sed -e '1{/^---$/d;}' -e '/^# Source: /d'
+  } >"$out/$f.tmp"
+  mv "$out/$f.tmp" "$out/$f"
+done
+
 # The chart's CRD is a copy of crds/ (make crds writes both).
 crd=charts/podium/crds/electiongroup.yaml
 if ! $check; then
@@ -56,8 +85,16 @@ if $check; then
       "$root/config/$f" "$out/$f" || status=1
   done
   diff -u "$root/$crd" "$root/crds/electiongroup.yaml" || status=1
+  for m in "${monitoring[@]}"; do
+    read -r f _ <<<"$m"
+    diff -u --label "config/$f" --label "config/$f (rendered from charts/podium)" \
+      "$root/config/$f" "$out/$f" || status=1
+  done
+  for f in "${monitoring_files[@]}"; do
+    diff -u "$root/charts/podium/files/$f" "$root/config/monitoring/$f" || status=1
+  done
   if [ $status -ne 0 ]; then
-    echo "config/ (or charts/podium/crds) is stale: run make manifests" >&2
+    echo "config/ (or charts/podium/crds, charts/podium/files) is stale: run make manifests" >&2
   fi
   exit $status
 fi

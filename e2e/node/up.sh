@@ -19,10 +19,10 @@ name=real-node-0
 bridge=podium0 gateway=10.88.0.1 pod_cidr=10.88.0.0/16
 sock=$node/containerd.sock
 
-for tool in containerd containerd-shim-runc-v2 runc ctr buildah socat iptables ip sysctl; do
-  command -v "$tool" >/dev/null || { echo "real node: $tool is missing (.ci/run installs it)" >&2; exit 1; }
-done
-[ -x /usr/lib/cni/bridge ] || { echo "real node: the CNI plugins are missing (containernetworking-plugins)" >&2; exit 1; }
+missing=$("$here/check.sh") || {
+  echo "real node: needs $missing (make deps installs the packages, as root; PODIUM_REAL_NODE=0 leaves the node out)" >&2
+  exit 1
+}
 
 # Unix socket paths are limited to 108 bytes; the kubelet's deepest one is under
 # <root-dir>/plugins_registry/. A long checkout path moves the node's state under /run.
