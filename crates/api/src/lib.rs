@@ -52,6 +52,26 @@ pub const FOLLOWER: &str = "follower";
         json_path = ".status.nextHandoff"
     ),
     printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.lastTransition.reason",
+        description = "why leadership last moved",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Leader Since",
+        type_ = "date",
+        json_path = ".status.leaderSince",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Successor",
+        type_ = "string",
+        json_path = ".status.successor.pod",
+        description = "the member reserved to take over next",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"

@@ -4,6 +4,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::choice::Choice;
+use crate::fitness::{eligible_at, node_lost_for};
 use crate::{CONFLICT, Member, Note, Observation, Plan, READY, SPEC_VALID, group_note};
 use podium_api::ElectionGroupStatus;
 
@@ -21,9 +22,12 @@ pub fn conditions(
         // the group has had a leader to lose.
         let had_leader = obs.status.term > 0;
         let message = if had_leader {
-            no_candidates(obs)
+            no_candidates(obs, foreign)
         } else {
-            format!("waiting for a ready member ({})", no_candidates(obs))
+            format!(
+                "waiting for a ready member ({})",
+                no_candidates(obs, foreign)
+            )
         };
         notes.push(group_note(had_leader, "NoCandidates", message));
     }
@@ -103,17 +107,44 @@ pub(crate) fn readiness(
     }
 }
 
-pub(crate) fn no_candidates(obs: &Observation<'_>) -> String {
-    let s = obs.settings;
+pub(crate) fn no_candidates(obs: &Observation<'_>, foreign: &[&Member]) -> String {
     format!(
-        "no leader: none of {} member(s) is Ready{}",
+        "no leader: none of {} member(s) is a candidate{}",
         obs.members.len(),
-        if s.min_ready.is_zero() {
-            String::new()
-        } else {
-            format!(" for {}s", s.min_ready.as_secs())
-        }
+        why_none(obs, foreign)
     )
+}
+
+/// Why no member is a candidate, as counts of each reason: " (2 not Ready, 1 …)", or "".
+fn why_none(obs: &Observation<'_>, foreign: &[&Member]) -> String {
+    let s = obs.settings;
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for m in obs.members {
+        let reason = if foreign.iter().any(|f| f.name == m.name) {
+            "carry a foreign role label".to_string()
+        } else if obs.passed_over.contains(&m.name) {
+            "passed over after failed writes".to_string()
+        } else if m.terminating {
+            "terminating".to_string()
+        } else if !m.ready {
+            "not Ready".to_string()
+        } else if node_lost_for(m, s).is_some() {
+            "on a lost node".to_string()
+        } else if eligible_at(m, s.min_ready).is_some_and(|at| at > obs.now) {
+            format!("Ready for less than {}s", s.min_ready.as_secs())
+        } else {
+            continue;
+        };
+        match counts.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((reason, 1)),
+        }
+    }
+    if counts.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    format!(" ({})", parts.join(", "))
 }
 
 /// Pods lost to older groups, members with a foreign role value, and a Lease owned by someone else.

@@ -349,6 +349,13 @@ fn min_ready_seconds_delays_candidacy() {
         "a new group waits without a Warning: {:?}",
         plan.notes
     );
+    assert!(
+        waiting[0]
+            .message
+            .ends_with("none of 3 member(s) is a candidate (3 Ready for less than 20s))"),
+        "{}",
+        waiting[0].message
+    );
     assert_eq!(plan.requeue_after, Some(std::time::Duration::from_secs(15)));
     w.now = at(15);
     w.step();
@@ -1063,6 +1070,26 @@ fn foreign_role_values_are_left_alone_and_reported_once() {
     );
     assert!(reasons(&plan).contains(&"ForeignRoleLabel"));
     assert!(!reasons(&w.step()).contains(&"ForeignRoleLabel"));
+}
+
+#[test]
+fn no_candidates_says_why_each_member_is_not_one() {
+    let mut members = trio();
+    for m in &mut members {
+        m.role = Some("web".into());
+    }
+    members[2].ready = false;
+    let mut w = World::new(settings(|_| {}), members);
+    let plan = w.step();
+    assert!(w.leaders().is_empty());
+    let note = plan.notes.iter().find(|n| n.reason == "NoCandidates");
+    assert_eq!(
+        note.map(|n| n.message.as_str()),
+        Some(
+            "waiting for a ready member (no leader: none of 3 member(s) is a candidate \
+             (3 carry a foreign role label))"
+        )
+    );
 }
 
 #[test]
