@@ -8,6 +8,7 @@ mod error;
 mod events;
 mod lane;
 pub mod leadership;
+pub mod lists;
 mod membership;
 pub mod metrics;
 mod nodes;

@@ -20,6 +20,7 @@ use crate::claims::Claims;
 use crate::context::Context;
 use crate::events::Publisher;
 use crate::leadership::Fence;
+use crate::lists;
 use crate::metrics::Metrics;
 use crate::nodes::NodeLeases;
 use crate::overlay::Overlay;
@@ -85,10 +86,12 @@ pub async fn run(
     let (cache, index, echoes) = (pods.clone(), claims.clone(), overlay.clone());
     // The pod watch feeds the cache and routes each change; the mapping looks up indexes only,
     // so the watch keeps up however many groups a namespace holds.
-    // Paged lists (500 pods a page, kube's default): a list at any resourceVersion is served
-    // from the API server's cache, which ignores the page size, and 50,000 pods in one response
-    // would be held whole in memory before the cache reduces them.
-    let mut pod_config = watcher::Config::default();
+    // A streaming list where the server serves one; otherwise paged lists (500 pods a page,
+    // kube's default): a list at any resourceVersion is served from the API server's cache,
+    // which ignores the page size, and 50,000 pods in one response would be held whole in
+    // memory before the cache reduces them.
+    let lists = lists::probe(&pods_api).await;
+    let mut pod_config = lists.config();
     if let Some(sel) = &opts.pod_selector {
         pod_config = pod_config.labels(sel);
     }
@@ -134,8 +137,8 @@ pub async fn run(
         });
     let (groups, group_writer) = reflector::store();
     let (index, echoes) = (claims.clone(), overlay.clone());
-    // Paged like the pods: 10,000 groups in one response would be held whole, then parsed whole.
-    let group_events = watcher(groups_api, watcher::Config::default())
+    // Like the pods: 10,000 groups in one response would be held whole, then parsed whole.
+    let group_events = watcher(groups_api, lists.config())
         .default_backoff()
         .modify(|g: &mut Guarded| {
             // Neither is read; kubectl's copy of the last applied spec can be as big as the spec.

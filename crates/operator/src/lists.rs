@@ -1,0 +1,143 @@
+//! How the caches fill: a streaming list where the API server serves one, else a paged list.
+//!
+//! A streaming list (WatchList, on by default since Kubernetes 1.34) sends the initial objects
+//! one by one as watch events, from the API server's watch cache, so neither side holds a whole
+//! page of 500 pods at once. A server without it (the feature turned off) refuses the request,
+//! and podium lists in pages, as before.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, WatchEvent, WatchParams};
+use kube::runtime::watcher;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+/// A label selector no object carries: the probe asks for the stream, not for objects.
+const NOTHING: &str = "podium.dev/list-probe-matches-nothing=x";
+/// How long the probe waits for the server's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the initial list of a watch is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListMode {
+    /// One watch that streams the initial objects (`sendInitialEvents`).
+    Streaming,
+    /// Paged lists, then a watch.
+    Paged,
+}
+
+impl ListMode {
+    /// The watcher configuration for this mode.
+    pub fn config(self) -> watcher::Config {
+        match self {
+            ListMode::Streaming => watcher::Config::default().streaming_lists(),
+            ListMode::Paged => watcher::Config::default(),
+        }
+    }
+}
+
+/// Asks the API server for an (empty) streaming list of `api`'s objects: `Streaming` when it
+/// answers with the bookmark that ends the initial events, `Paged` otherwise.
+pub async fn probe<K>(api: &Api<K>) -> ListMode
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let params = WatchParams::streaming_lists()
+        .labels(NOTHING)
+        .timeout(PROBE_TIMEOUT.as_secs() as u32);
+    let answer = tokio::time::timeout(PROBE_TIMEOUT, async {
+        let mut stream = match api.watch(&params, "0").await {
+            Ok(s) => s.boxed(),
+            Err(e) => return Err(e.to_string()),
+        };
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(WatchEvent::Bookmark(b))
+                    if b.metadata
+                        .annotations
+                        .contains_key("k8s.io/initial-events-end") =>
+                {
+                    return Ok(());
+                }
+                Ok(WatchEvent::Error(status)) => return Err(status.message),
+                Err(e) => return Err(e.to_string()),
+                Ok(_) => {}
+            }
+        }
+        Err("the stream ended without its initial-events bookmark".to_string())
+    })
+    .await;
+    match answer {
+        Ok(Ok(())) => {
+            info!("the API server streams lists: caches fill from one watch each");
+            ListMode::Streaming
+        }
+        Ok(Err(reason)) => {
+            warn!(%reason, "the API server does not stream lists; caches fill from paged lists");
+            ListMode::Paged
+        }
+        Err(_) => {
+            warn!("no answer to a streaming list in time; caches fill from paged lists");
+            ListMode::Paged
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Request, Response};
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::client::Body;
+
+    /// A client whose API server answers every request with `code` and `body`; the query
+    /// strings it was sent go to `seen`.
+    fn answering(
+        code: u16,
+        body: &'static str,
+    ) -> (kube::Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let service = tower::service_fn(move |req: Request<Body>| {
+            log.lock()
+                .unwrap()
+                .push(req.uri().query().unwrap_or_default().to_string());
+            async move {
+                let response = Response::builder()
+                    .status(code)
+                    .body(Body::from(body.as_bytes().to_vec()));
+                Ok::<_, std::convert::Infallible>(response.unwrap())
+            }
+        });
+        (kube::Client::new(service, "default"), seen)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_streams_lists_answers_with_the_initial_events_bookmark() {
+        let bookmark = r#"{"type":"BOOKMARK","object":{"kind":"Pod","apiVersion":"v1","metadata":{"resourceVersion":"7","annotations":{"k8s.io/initial-events-end":"true"}}}}
+"#;
+        let (client, seen) = answering(200, bookmark);
+        assert_eq!(probe(&Api::<Pod>::all(client)).await, ListMode::Streaming);
+        let query = seen.lock().unwrap().join("&");
+        assert!(query.contains("sendInitialEvents=true"), "{query}");
+        assert!(
+            query.contains("resourceVersionMatch=NotOlderThan"),
+            "{query}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_refuses_streaming_lists_gets_paged_lists() {
+        let refusal = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled","reason":"Invalid","code":422}"#;
+        let (client, _) = answering(422, refusal);
+        assert_eq!(probe(&Api::<Pod>::all(client)).await, ListMode::Paged);
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_the_bookmark_gets_paged_lists() {
+        let (client, _) = answering(200, "");
+        assert_eq!(probe(&Api::<Pod>::all(client)).await, ListMode::Paged);
+    }
+}
