@@ -57,6 +57,11 @@ impl Plan {
 
     /// The pod writes of one phase, in the plan's order (empty for the group's own writes).
     pub fn pod_writes(&self, phase: Phase) -> Vec<&PodWrite> {
+        debug_assert!(
+            self.neutral_from <= self.writes.len(),
+            "neutral_from past the writes"
+        );
+        // Past the end (never decided so), every write would move leadership, one at a time.
         let (leadership, neutral) = self
             .writes
             .split_at(self.neutral_from.min(self.writes.len()));

@@ -9,8 +9,9 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use kube::api::{Api, WatchEvent, WatchParams};
-use kube::runtime::watcher;
+use kube::runtime::watcher::{self, watcher};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
@@ -28,13 +29,45 @@ pub enum ListMode {
     Paged,
 }
 
-impl ListMode {
-    /// The watcher configuration for this mode.
-    pub fn config(self) -> watcher::Config {
-        match self {
-            ListMode::Streaming => watcher::Config::default().streaming_lists(),
-            ListMode::Paged => watcher::Config::default(),
-        }
+/// A watch of `api` with `config`, filled from a streaming list in `Streaming` mode; once the
+/// server refuses a streaming list (a control plane whose servers differ, or the feature
+/// turned off later), it fills from paged lists for good, as if the probe had said so.
+pub fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    mode: ListMode,
+) -> BoxStream<'static, watcher::Result<watcher::Event<K>>>
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    if mode == ListMode::Paged {
+        return watcher(api, config).boxed();
+    }
+    let first = watcher(api.clone(), config.clone().streaming_lists()).boxed();
+    futures::stream::unfold(
+        (first, Some((api, config))),
+        |(mut stream, fallback)| async move {
+            let item = stream.next().await?;
+            let refusal = matches!(&item, Err(e) if refused(e));
+            match (refusal, fallback) {
+                (true, Some((api, config))) => {
+                    warn!("the API server refused a streaming list; filling from paged lists");
+                    Some((item, (watcher(api, config).boxed(), None)))
+                }
+                (_, fallback) => Some((item, (stream, fallback))),
+            }
+        },
+    )
+    .boxed()
+}
+
+/// The API server refused the request itself (as one without streaming lists does), rather
+/// than failing to answer it.
+fn refused(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::WatchStartFailed(kube::Error::Api(s)) => matches!(s.code, 400 | 422),
+        watcher::Error::WatchError(s) => matches!(s.code, 400 | 422),
+        _ => false,
     }
 }
 
@@ -75,7 +108,7 @@ where
             ListMode::Streaming
         }
         Ok(Err(reason)) => {
-            warn!(%reason, "the API server does not stream lists; caches fill from paged lists");
+            warn!(%reason, "no streaming list (refused, or the request failed); caches fill from paged lists");
             ListMode::Paged
         }
         Err(_) => {
@@ -133,6 +166,40 @@ mod tests {
         let refusal = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled","reason":"Invalid","code":422}"#;
         let (client, _) = answering(422, refusal);
         assert_eq!(probe(&Api::<Pod>::all(client)).await, ListMode::Paged);
+    }
+
+    #[tokio::test]
+    async fn a_bookmark_that_does_not_end_the_initial_events_is_not_enough() {
+        let bookmark = r#"{"type":"BOOKMARK","object":{"kind":"Pod","apiVersion":"v1","metadata":{"resourceVersion":"7"}}}
+"#;
+        let (client, _) = answering(200, bookmark);
+        assert_eq!(probe(&Api::<Pod>::all(client)).await, ListMode::Paged);
+    }
+
+    #[tokio::test]
+    async fn a_refused_streaming_list_turns_the_watch_to_paged_lists() {
+        let refusal = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"no","reason":"Invalid","code":422}"#;
+        let (client, seen) = answering(422, refusal);
+        let mut events = watch(
+            Api::<Pod>::all(client),
+            watcher::Config::default(),
+            ListMode::Streaming,
+        );
+        assert!(
+            matches!(events.next().await, Some(Err(_))),
+            "the refusal is reported"
+        );
+        // The next attempt lists in pages (a list, not a watch): Init, then the failed list.
+        assert!(matches!(events.next().await, Some(Ok(watcher::Event::Init))));
+        assert!(matches!(events.next().await, Some(Err(_))));
+        let queries = seen.lock().unwrap().clone();
+        assert!(queries[0].contains("sendInitialEvents=true"), "{queries:?}");
+        assert!(
+            queries.len() == 2
+                && !queries[1].contains("watch=true")
+                && !queries[1].contains("sendInitialEvents"),
+            "{queries:?}"
+        );
     }
 
     #[tokio::test]

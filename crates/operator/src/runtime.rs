@@ -91,11 +91,11 @@ pub async fn run(
     // which ignores the page size, and 50,000 pods in one response would be held whole in
     // memory before the cache reduces them.
     let lists = lists::probe(&pods_api).await;
-    let mut pod_config = lists.config();
+    let mut pod_config = watcher::Config::default();
     if let Some(sel) = &opts.pod_selector {
         pod_config = pod_config.labels(sel);
     }
-    let pod_triggers = watcher(pods_api, pod_config)
+    let pod_triggers = lists::watch(pods_api, pod_config, lists)
         .default_backoff()
         .flat_map(move |ev| {
             let listed = matches!(ev, Ok(watcher::Event::InitDone));
@@ -138,7 +138,7 @@ pub async fn run(
     let (groups, group_writer) = reflector::store();
     let (index, echoes) = (claims.clone(), overlay.clone());
     // Like the pods: 10,000 groups in one response would be held whole, then parsed whole.
-    let group_events = watcher(groups_api, lists.config())
+    let group_events = lists::watch(groups_api, watcher::Config::default(), lists)
         .default_backoff()
         .modify(|g: &mut Guarded| {
             // Neither is read; kubectl's copy of the last applied spec can be as big as the spec.

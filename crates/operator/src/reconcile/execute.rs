@@ -132,12 +132,18 @@ impl Execution<'_> {
                     let pass = self
                         .write_pods(current, &writes, Order::InTurn, &keys)
                         .await?;
-                    self.lane.leadership_moved(&self.ctx.writer.metrics);
+                    // A pass gone stale keeps the failover's hold: the next pass moves
+                    // leadership again at once.
+                    if let Pass::Done(_) = pass {
+                        self.lane.leadership_moved(&self.ctx.writer.metrics);
+                    }
                     pass
                 }
                 Phase::Followers => {
                     let mut writes = plan.pod_writes(phase);
                     writes.extend(again.iter());
+                    // In the plan's order, the successor's second try in its own place.
+                    writes.sort_by_key(|w| plan.writes.iter().position(|p| p.uid == w.uid));
                     self.write_pods(current, &writes, Order::AnyOrder, &keys)
                         .await?
                 }
