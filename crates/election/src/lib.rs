@@ -34,8 +34,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::validation::Settings;
 pub use choice::{Choice, choose};
 pub use conditions::{conditions, reject};
-use podium_api::{ElectionGroupStatus, TransitionReason};
-pub use seat::{Seat, candidates, foreign_members, seat, trusted_term};
+use podium_api::{ElectionGroupStatus, LEADER, TransitionReason};
+pub use seat::{Seat, candidates, foreign_members, forged, seat, trusted_term};
 use term::leader_version;
 use term::written_role_label;
 pub use term::{Term, abandoned, next_term, passed_heir, successor, term_seen};
@@ -46,6 +46,8 @@ pub use writes::plan_writes;
 /// Condition type: a healthy leader is labelled.
 pub const READY: &str = "Ready";
 
+/// Event reason: a member carries a `leader` label podium did not write.
+pub const FORGED_ROLE: &str = "ForgedRoleLabel";
 /// Condition type: the spec passed validation.
 pub const SPEC_VALID: &str = "SpecValid";
 
@@ -220,6 +222,16 @@ pub fn decide(obs: &Observation<'_>) -> Plan {
     } else {
         plan_writes(obs, &foreign, &choice, term.value(), &seat, &abandoned)
     };
+    for m in forged(obs, &foreign) {
+        notes.push(group_note(
+            true,
+            FORGED_ROLE,
+            format!(
+                "{} carries {}={LEADER} that podium did not write (no term); it is put back",
+                m.name, obs.settings.role_label
+            ),
+        ));
+    }
     let moved = transition(obs, &seat, &choice, term, &mut notes);
     let next_handoff = next_handoff(obs, &choice, &moved, &mut requeue);
     let conditions = conditions(obs, &choice, &foreign, &mut notes);

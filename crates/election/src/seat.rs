@@ -115,3 +115,15 @@ pub fn seat<'m>(obs: &Observation<'m>, foreign: &[&Member]) -> Seat<'m> {
     });
     Seat { current, pending }
 }
+
+/// Members labelled `leader` by someone else: not the leader status records, and without a
+/// term podium would believe (podium writes the term with every `leader` it writes).
+pub fn forged<'m>(obs: &Observation<'m>, foreign: &[&Member]) -> Vec<&'m Member> {
+    obs.members
+        .iter()
+        .filter(|m| !foreign.iter().any(|f| f.name == m.name))
+        .filter(|m| m.role.as_deref() == Some(LEADER))
+        .filter(|m| !recorded(obs, m))
+        .filter(|m| trusted_term(m, obs.group, obs.status.term).is_none())
+        .collect()
+}

@@ -516,6 +516,33 @@ fn two_labelled_leaders_are_reduced_to_the_one_in_status() {
 }
 
 #[test]
+fn a_forged_leader_label_is_put_back_and_reported() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.step();
+    // Someone labels a follower leader (no term: podium writes one with every leader).
+    w.member("c").role = Some(LEADER.into());
+    let plan = w.step();
+    assert_eq!(w.leaders(), ["a"]);
+    assert_eq!(
+        changes(&plan).len(),
+        1,
+        "only c is written: {:?}",
+        changes(&plan)
+    );
+    let forged: Vec<_> = plan
+        .notes
+        .iter()
+        .filter(|n| n.reason == FORGED_ROLE)
+        .collect();
+    assert!(
+        forged.len() == 1 && forged[0].warning && forged[0].message.starts_with("c carries"),
+        "{:?}",
+        plan.notes
+    );
+    assert!(!reasons(&w.step()).contains(&FORGED_ROLE), "reported once");
+}
+
+#[test]
 fn departed_pods_are_released() {
     let mut w = World::new(settings(|_| {}), trio());
     w.step();

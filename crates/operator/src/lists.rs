@@ -190,7 +190,10 @@ mod tests {
             "the refusal is reported"
         );
         // The next attempt lists in pages (a list, not a watch): Init, then the failed list.
-        assert!(matches!(events.next().await, Some(Ok(watcher::Event::Init))));
+        assert!(matches!(
+            events.next().await,
+            Some(Ok(watcher::Event::Init))
+        ));
         assert!(matches!(events.next().await, Some(Err(_))));
         let queries = seen.lock().unwrap().clone();
         assert!(queries[0].contains("sendInitialEvents=true"), "{queries:?}");

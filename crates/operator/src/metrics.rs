@@ -68,6 +68,7 @@ pub struct Metrics {
     pod_writes: Counter,
     status_writes: Counter,
     conflicts: Counter,
+    forged_roles: Counter,
     events_dropped: Counter,
     failover_priority: Counter<f64, AtomicU64>,
     groups: Family<ConditionLabels, Gauge>,
@@ -128,6 +129,12 @@ impl Default for Metrics {
             "Decisions made again because a write's resourceVersion or UID precondition failed or its object was gone",
             conflicts.clone(),
         );
+        let forged_roles = Counter::default();
+        registry.register(
+            "forged_role_labels",
+            "Members found labelled leader by someone else (not the leader status records, no term podium would believe), each put back to follower",
+            forged_roles.clone(),
+        );
         let events_dropped = Counter::default();
         registry.register(
             "events_dropped",
@@ -173,6 +180,7 @@ impl Default for Metrics {
             pod_writes,
             status_writes,
             conflicts,
+            forged_roles,
             events_dropped,
             failover_priority,
             groups,
@@ -241,6 +249,11 @@ impl Metrics {
     /// Counts a write whose precondition failed.
     pub fn conflict(&self) {
         self.conflicts.inc();
+    }
+
+    /// Counts a member found labelled leader by someone else.
+    pub fn forged_role(&self) {
+        self.forged_roles.inc();
     }
 
     /// Counts an Event dropped because the queue of Events to write was full.

@@ -74,6 +74,19 @@ fn demoted(before: &CachedPod, after: &CachedPod) -> bool {
         })
 }
 
+/// The group of a member that someone else just labelled `leader`: podium labels a leader only
+/// with its term, so a `leader` value that appears on a pod podium manages without one is not
+/// podium's, and is put back as fast as a failover.
+fn forged(change: &Change) -> Option<&str> {
+    let (before, after) = (change.before.as_deref()?, change.after.as_deref()?);
+    let group = after.annotations.get(GROUP_ANNOTATION)?;
+    let gained = after
+        .labels
+        .iter()
+        .any(|(k, v)| v == LEADER && before.labels.get(k).map(String::as_str) != Some(LEADER));
+    (gained && after.leads().is_none() && before.uid == after.uid).then_some(group.as_str())
+}
+
 /// Routes one change of the pod cache.
 pub fn route(change: &Change, claims: &Claims) -> Routed {
     let mut names = vec![];
@@ -88,10 +101,14 @@ pub fn route(change: &Change, claims: &Claims) -> Routed {
     names.sort();
     names.dedup();
     // Only a leader's change is looked at further: most pod events are not.
-    let led = change.before.as_deref().and_then(|b| {
-        b.leads()
-            .filter(|_| ends_leadership(b, change.after.as_deref()))
-    });
+    let led = change
+        .before
+        .as_deref()
+        .and_then(|b| {
+            b.leads()
+                .filter(|_| ends_leadership(b, change.after.as_deref()))
+        })
+        .or_else(|| forged(change));
     let (urgent, routine): (Vec<String>, Vec<String>) =
         names.into_iter().partition(|n| Some(n.as_str()) == led);
     let refs = |v: Vec<String>| {
@@ -384,6 +401,28 @@ mod tests {
         // Someone else strips the role and the term: the group may have lost its leader.
         let r = routed(leader(), Some(with_role("2", None, false)));
         assert_eq!((names(&r.urgent), names(&r.routine)), (vec!["a"], vec![]));
+    }
+
+    #[test]
+    fn a_leader_label_podium_did_not_write_is_urgent() {
+        let with_role = |rv: &str, role: &str, leader: bool| {
+            let mut p = pod(rv, "x", leader, true, false);
+            let labels = p.metadata.labels.get_or_insert_default();
+            labels.insert("role".into(), role.into());
+            p
+        };
+        // A follower labelled leader without a term: not podium's write.
+        let r = routed(
+            with_role("1", "follower", false),
+            Some(with_role("2", "leader", false)),
+        );
+        assert_eq!((names(&r.urgent), names(&r.routine)), (vec!["a"], vec![]));
+        // podium's own promotion writes the term with the label: routine.
+        let r = routed(
+            with_role("1", "follower", false),
+            Some(with_role("2", "leader", true)),
+        );
+        assert_eq!((names(&r.urgent), names(&r.routine)), (vec![], vec!["a"]));
     }
 
     #[test]

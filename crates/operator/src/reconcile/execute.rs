@@ -7,7 +7,7 @@ use kube::runtime::controller::Action;
 use podium_api::{ElectionGroup, ElectionGroupStatus, LEADER};
 use podium_election::order::Phase;
 use podium_election::validation::Settings;
-use podium_election::{Plan, PodChange, PodWrite};
+use podium_election::{FORGED_ROLE, Plan, PodChange, PodWrite};
 use std::time::Duration;
 use tracing::debug;
 
@@ -72,6 +72,8 @@ impl Execution<'_> {
             )
             .await;
         if status_stored {
+            let forged = plan.notes.iter().filter(|n| n.reason == FORGED_ROLE);
+            forged.for_each(|_| self.ctx.writer.metrics.forged_role());
             report::publish(current, &plan.notes, self.ctx);
         }
         if let Ok(Pass::Done(_)) = pass {

@@ -441,3 +441,13 @@ async fn an_abandoned_promotion_is_fenced_before_anyone_is_promoted() {
     assert_eq!(h.status()["leader"], "c");
     assert_eq!(h.status()["abandoned"][0]["pod"], "b");
 }
+
+#[tokio::test]
+async fn a_forged_leader_label_is_put_back_in_one_write() {
+    let mut h = Harness::elected(json!({})).await;
+    h.edit("pods/c", |p| p["metadata"]["labels"]["podium.dev/role"] = json!("leader"));
+    let sent = h.reconcile(true).await;
+    assert_eq!(sent, strings(&["PATCH pods/c role=follower"]));
+    assert_eq!(h.status()["leader"], "a");
+}
+
