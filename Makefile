@@ -83,8 +83,8 @@ crds: ## Regenerate crds/ (and its copies in config/crd/ and charts/podium/crds/
 helm: ## Build (or reuse) helm from charts/tools/go.mod into ~/.cache/podium
 	@charts/tools/build.sh >/dev/null
 
-# The chart is the source of config/manager and config/rbac (not of the kustomization files).
-manifests: ## Regenerate config/manager and config/rbac from charts/podium (default values)
+# The chart is the source of config/manager, config/rbac and config/admission (not of the kustomization files).
+manifests: ## Regenerate config/manager, config/rbac and config/admission from charts/podium (default values)
 	charts/render.sh
 
 check-manifests: ## Fail when config/ is stale against charts/podium; helm lint both RBAC modes and the monitoring objects
