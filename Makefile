@@ -9,7 +9,7 @@ IMAGE_TAG    ?= dev
 MUSL         := x86_64-unknown-linux-musl
 NODE_SOCK    := $(CLUSTER_DIR)/node/containerd.sock
 
-.PHONY: help deps monitoring-check test unit model e2e e2e-node chaos chaos-short lint fmt crds cluster-up cluster-down run demo demo-down bench bench-scale build go-client image load-images deploy undeploy helm manifests check-manifests
+.PHONY: help deps monitoring-check test unit model e2e e2e-node chaos chaos-short lint fmt crds admission-check cluster-up cluster-down run demo demo-down bench bench-scale build go-client image load-images deploy undeploy helm manifests check-manifests
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -20,7 +20,7 @@ build: ## Build the podium binary
 deps: ## Install the Debian packages the real node, the image and the e2e tests need (as root; e2e/deps.sh)
 	e2e/deps.sh
 
-test: monitoring-check unit go-client e2e e2e-node chaos-short ## The monitoring kit's checks, unit tests, the Go client's tests, end-to-end tests (kwok, then the real node), a short chaos run
+test: monitoring-check admission-check unit go-client e2e e2e-node chaos-short ## The monitoring kit's checks, the admission policy's check, unit tests, the Go client's tests, end-to-end tests (kwok, then the real node), a short chaos run
 
 unit: ## Unit tests (pure logic, no cluster)
 	cargo test --workspace --lib --bins
@@ -39,6 +39,10 @@ monitoring-check: ## Unit-test the alerts with promtool; check the dashboard's a
 	  echo "the check accepted tests/bad-dashboard.json" >&2; exit 1; fi; \
 	  echo "$$out" | grep -q '6 problem(s)' || { echo "$$out" >&2; exit 1; }; \
 	  echo "ok: the check refuses tests/bad-dashboard.json (6 problems)"
+
+# Builds k8s.io/apiserver's CEL environment from config/admission/tools/go.mod (about 2 minutes once).
+admission-check: ## Compile the admission policy's CEL (config/admission) and evaluate it on sample requests
+	cd config/admission/tools && nice -n 10 go run . ../admission_policy.yaml
 
 model: ## A long search of the decision model (PODIUM_MODEL_CASES, default 300000)
 	PODIUM_MODEL_CASES=$${PODIUM_MODEL_CASES:-300000} cargo test --release -p podium-election --lib -- model
@@ -79,8 +83,8 @@ crds: ## Regenerate crds/ (and its copies in config/crd/ and charts/podium/crds/
 helm: ## Build (or reuse) helm from charts/tools/go.mod into ~/.cache/podium
 	@charts/tools/build.sh >/dev/null
 
-# The chart is the source of config/manager and config/rbac (not of the kustomization files).
-manifests: ## Regenerate config/manager and config/rbac from charts/podium (default values)
+# The chart is the source of config/manager, config/rbac and config/admission (not of the kustomization files).
+manifests: ## Regenerate config/manager, config/rbac and config/admission from charts/podium (default values)
 	charts/render.sh
 
 check-manifests: ## Fail when config/ is stale against charts/podium; helm lint both RBAC modes and the monitoring objects

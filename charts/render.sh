@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Renders charts/podium with its default values (release podium, namespace podium-system) into
-# the plain manifests under config/manager and config/rbac, one file per template, and its
-# monitoring objects (off by default) into config/monitoring. The chart is the source; the
-# kustomization files in config/ are written by hand. The alerts and the dashboard are the
-# other way round: config/monitoring's plain files are the source, copied into the chart.
+# the plain manifests under config/manager, config/rbac and config/admission, one file per
+# template, and its monitoring objects (off by default) into config/monitoring. The chart is
+# the source; the kustomization files in config/ are written by hand. The alerts and the
+# dashboard are the other way round: config/monitoring's plain files are the source, copied
+# into the chart.
 #
 #   charts/render.sh          regenerate the files, and copy crds/ into the chart (make manifests)
 #   charts/render.sh --check  render into a temporary directory and fail, with a diff, when
@@ -24,6 +25,7 @@ helm=$("$root/charts/tools/build.sh")
 files=(
   manager/namespace.yaml manager/deployment.yaml manager/service.yaml manager/pdb.yaml
   rbac/service_account.yaml rbac/role.yaml rbac/role_binding.yaml
+  admission/admission_policy.yaml
 )
 
 out="$root/config"

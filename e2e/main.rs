@@ -1,5 +1,6 @@
 //! End-to-end tests against the local control plane; `make e2e` starts it first.
 
+mod admission;
 mod chaos;
 mod cluster;
 mod election;
