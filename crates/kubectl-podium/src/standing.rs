@@ -384,7 +384,7 @@ fn leader_detail(
 
 fn node_detail(f: &PodFacts, silent: SignedDuration, node_loss: SignedDuration) -> String {
     format!(
-        "Lease of node {} renewed {}s ago (nodeLossSeconds {})",
+        "Lease of node {} renewed {}s ago, over nodeLossSeconds {}",
         f.node.as_deref().unwrap_or("?"),
         silent.as_secs(),
         node_loss.as_secs()

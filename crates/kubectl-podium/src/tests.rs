@@ -196,7 +196,9 @@ fn why_a_group_has_no_leader_lists_each_member() {
     let w = why::group(&api(&f), f.now);
     let t = text(&w);
     assert!(
-        t.starts_with("api has no leader.\nNone of its 6 member(s) is a ready candidate:"),
+        t.starts_with(
+            "api has no leader.\nThe last leader, p0, stepped down 2m0s ago (reason NoCandidates).\nNone of its 6 member(s) is a ready candidate:"
+        ),
         "{t}"
     );
     for line in [
@@ -210,7 +212,9 @@ fn why_a_group_has_no_leader_lists_each_member() {
         assert!(t.contains(line), "missing {line:?} in\n{t}");
     }
     assert!(
-        t.contains("  nl: node lost (Lease of node n-lost renewed 60s ago"),
+        t.contains(
+            "  nl: node lost (Lease of node n-lost renewed 60s ago, over nodeLossSeconds 15)"
+        ),
         "{t}"
     );
 }
@@ -273,7 +277,7 @@ fn why_a_pod_is_not_leading_in_each_standing() {
         ),
         (
             "nl",
-            "nl's node looks lost (Lease of node n-lost renewed 60s ago (nodeLossSeconds 15))",
+            "nl's node looks lost (Lease of node n-lost renewed 60s ago, over nodeLossSeconds 15)",
         ),
         (
             "bye",

@@ -57,6 +57,14 @@ pub fn group(v: &GroupView, now: Timestamp) -> Why {
         }
         None => {
             r.push(format!("{} has no leader.", v.name));
+            if let Some(t) = v.last_transition.as_ref().filter(|t| t.to.is_none()) {
+                r.push(format!(
+                    "The last leader, {}, stepped down {} ago (reason {}).",
+                    t.from.as_deref().unwrap_or("?"),
+                    crate::table::ago(t.time.0, now),
+                    t.reason.as_str()
+                ));
+            }
             r.extend(leaderless(v));
         }
     }
