@@ -47,7 +47,9 @@ monitoring-check: ## Unit-test the alerts with promtool; check the dashboard's a
 model: ## A long search of the decision model (PODIUM_MODEL_CASES, default 300000)
 	PODIUM_MODEL_CASES=$${PODIUM_MODEL_CASES:-300000} cargo test --release -p podium-election --lib -- model
 
+# The plugin is another package's binary: its tests (e2e/plugin.rs) find it next to theirs.
 e2e: cluster-up go-client ## End-to-end tests (brings the local cluster up first)
+	cargo build -p kubectl-podium
 	cargo test --test e2e -- --test-threads=$${E2E_THREADS:-4}
 
 # The in-cluster operator acts on every namespace, so these run after the other e2e tests, one
