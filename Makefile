@@ -9,13 +9,17 @@ IMAGE_TAG    ?= dev
 MUSL         := x86_64-unknown-linux-musl
 NODE_SOCK    := $(CLUSTER_DIR)/node/containerd.sock
 
-.PHONY: help deps monitoring-check test unit model e2e e2e-node chaos chaos-short lint fmt crds admission-check cluster-up cluster-down run demo demo-down bench bench-scale build go-client image load-images deploy undeploy helm manifests check-manifests
+.PHONY: help deps monitoring-check test unit model e2e plugin e2e-node chaos chaos-short lint fmt crds admission-check cluster-up cluster-down run demo demo-down bench bench-scale build go-client image load-images deploy undeploy helm manifests check-manifests
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## Build the podium binary
 	cargo build --bins
+
+plugin: ## Build the kubectl plugin, kubectl podium (target/release/kubectl-podium)
+	cargo build --release --locked -p kubectl-podium
+	@echo "kubectl finds plugins on PATH: cp $${CARGO_TARGET_DIR:-target}/release/kubectl-podium ~/.local/bin/ (or any directory on PATH), then: kubectl podium --help"
 
 deps: ## Install the Debian packages the real node, the image and the e2e tests need (as root; e2e/deps.sh)
 	e2e/deps.sh
@@ -47,7 +51,9 @@ admission-check: ## Compile the admission policy's CEL (config/admission) and ev
 model: ## A long search of the decision model (PODIUM_MODEL_CASES, default 300000)
 	PODIUM_MODEL_CASES=$${PODIUM_MODEL_CASES:-300000} cargo test --release -p podium-election --lib -- model
 
+# The plugin is another package's binary: its tests (e2e/plugin.rs) find it next to theirs.
 e2e: cluster-up go-client ## End-to-end tests (brings the local cluster up first)
+	cargo build -p kubectl-podium
 	cargo test --test e2e -- --test-threads=$${E2E_THREADS:-4}
 
 # The in-cluster operator acts on every namespace, so these run after the other e2e tests, one

@@ -12,6 +12,7 @@ mod invalid;
 mod member;
 mod nodes;
 mod operations;
+mod plugin;
 mod real_node;
 mod safety;
 mod support;
