@@ -12,5 +12,6 @@ mod member;
 mod nodes;
 mod operations;
 mod real_node;
+mod routing;
 mod safety;
 mod support;
