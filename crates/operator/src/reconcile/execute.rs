@@ -9,7 +9,7 @@ use podium_election::order::Phase;
 use podium_election::validation::Settings;
 use podium_election::{Plan, PodChange, PodWrite};
 use std::time::Duration;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Pass;
 use super::observe::Gathered;
@@ -101,6 +101,7 @@ impl Execution<'_> {
         };
         // The reserved successor's early write, should it fail, is made again with the others.
         let mut again: Vec<PodWrite> = Vec::new();
+        let mut route_failed = None;
         for &phase in plan.phases() {
             let pass = match phase {
                 Phase::SuccessorFollower => {
@@ -143,7 +144,16 @@ impl Execution<'_> {
                     }
                     pass
                 }
-                Phase::Endpoints => self.endpoints(current, plan).await?,
+                // A failing route write holds back none of the plan's other writes (status,
+                // followers): it is reported once they are made, and retried with the group.
+                Phase::Endpoints => match self.endpoints(current, plan).await {
+                    Err(e @ Error::Route { .. }) => {
+                        warn!(error = %e, "owned route not written; the rest of the plan goes on");
+                        route_failed = Some(e);
+                        Pass::Done(Action::await_change())
+                    }
+                    other => other?,
+                },
                 Phase::Followers => {
                     let mut writes = plan.pod_writes(phase);
                     writes.extend(again.iter());
@@ -166,6 +176,9 @@ impl Execution<'_> {
             if let Pass::Stale = pass {
                 return Ok(Pass::Stale);
             }
+        }
+        if let Some(e) = route_failed {
+            return Err(e);
         }
         // A name someone else holds is not watched: it is read again after a while.
         let requeue = if self.foreign.is_empty() {

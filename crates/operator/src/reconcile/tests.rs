@@ -40,6 +40,8 @@ struct Server {
     objects: BTreeMap<String, Value>,
     version: u64,
     log: Vec<String>,
+    /// Writes to keys starting with this are refused (403).
+    refuse: Option<String>,
 }
 
 /// RFC 7386: a JSON merge patch.
@@ -92,10 +94,19 @@ impl Server {
         let mut parts = rest.split('/').skip(1);
         let name = parts.next().unwrap_or_default();
         let subresource = parts.next();
+        let key = format!("{kind}/{name}");
+        if method != "GET"
+            && let Some(refused) = self.refuse.as_deref()
+            && key.starts_with(refused)
+        {
+            let sent: Value = serde_json::from_slice(body).unwrap_or_default();
+            self.log
+                .push(format!("{method} {} (refused)", described(&key, &sent)));
+            return failure(StatusCode::FORBIDDEN, "Forbidden");
+        }
         if method == "POST" {
             return self.create(kind, body);
         }
-        let key = format!("{kind}/{name}");
         let Some(stored) = self.objects.get(&key).cloned() else {
             self.log.push(format!("{method} {key} (absent)"));
             return failure(StatusCode::NOT_FOUND, "NotFound");
@@ -702,4 +713,31 @@ async fn a_group_without_a_service_sends_nothing_for_one() {
             .any(|r| r.contains("services") || r.contains("endpointslices")),
         "{sent:?}"
     );
+}
+
+#[tokio::test]
+async fn a_failing_slice_write_holds_back_none_of_the_plan_s_other_writes() {
+    let mut h = Harness::elected(with_service()).await;
+    h.server.lock().unwrap().refuse = Some("endpointslices/".into());
+    h.delete("a");
+    let key = ObjectRef::<Guarded>::new("g").within(NS);
+    let group = h.ctx.groups.get(&key).unwrap().0.as_ref().unwrap().clone();
+    let (_tx, waiting) = watch::channel(0);
+    let lane = Lane::new(key, waiting, Some(None));
+    h.server.lock().unwrap().log.clear();
+    let result = reconcile_group(&group, &h.ctx, &lane).await;
+    assert!(
+        matches!(result, Err(crate::error::Error::Route { .. })),
+        "{result:?}"
+    );
+    let sent = std::mem::take(&mut h.server.lock().unwrap().log);
+    assert_eq!(
+        sent,
+        strings(&[
+            "PATCH pods/b role=leader",
+            "PUT endpointslices/g-leader [10.0.0.2] (refused)",
+            "PATCH electiongroups/g/status",
+        ])
+    );
+    assert_eq!(h.status()["leader"], "b");
 }
