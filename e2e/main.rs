@@ -14,5 +14,6 @@ mod nodes;
 mod operations;
 mod plugin;
 mod real_node;
+mod routing;
 mod safety;
 mod support;

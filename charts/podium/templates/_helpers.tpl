@@ -41,6 +41,15 @@ of the Role in watchNamespace.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, patch]
+# The owned route (spec.service): the Services podium creates for groups and the EndpointSlices
+# it writes for them, watched by podium's managed-by label; created, updated or patched on the
+# version read, deleted when the spec drops them.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch, create, update, patch, delete]
 # One new Event per occurrence (never a patched series).
 - apiGroups: [events.k8s.io]
   resources: [events]

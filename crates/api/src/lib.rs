@@ -1,6 +1,9 @@
 //! The `ElectionGroup` custom resource (`podium.dev/v1alpha1`) and the keys podium writes.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -29,6 +32,16 @@ pub const FINALIZER: &str = "podium.dev/cleanup";
 pub const LEADER: &str = "leader";
 /// Role label value of every other member.
 pub const FOLLOWER: &str = "follower";
+/// Label on the Services podium creates (the value is [`MANAGER`]).
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Label on the Services and EndpointSlices podium creates, naming their group.
+pub const GROUP_LABEL: &str = "podium.dev/group";
+/// The EndpointSlice label that names the Service a slice belongs to.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The EndpointSlice label naming the controller that writes a slice.
+pub const SLICE_MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+/// podium's value of [`SLICE_MANAGED_BY_LABEL`].
+pub const SLICE_MANAGER: &str = "podium.dev";
 
 /// Desired state of an election group: which pods take part and how leadership moves.
 // The printer columns repeat `type_ = ...`, which clippy mistakes for duplicated attributes.
@@ -133,6 +146,130 @@ pub struct ElectionGroupSpec {
     /// Freeze the group: no leader changes, labels untouched.
     #[serde(default)]
     pub paused: bool,
+
+    /// The owned route: a Service without a selector that podium creates, owns and points at
+    /// the leader by writing its EndpointSlice itself (and optionally one for the followers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<LeaderService>,
+}
+
+/// A Service podium creates for the group and whose EndpointSlices it writes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "size(self.ports) == 1 || self.ports.all(p, has(p.name))"
+).message("every port needs a name when the Service has more than one"))]
+pub struct LeaderService {
+    /// The leader Service's name; `<group>-leader` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("name must be a DNS-1035 label, e.g. api-leader"))]
+    pub name: Option<String>,
+
+    /// The Service's ports; at least one.
+    #[schemars(length(min = 1, max = 32))]
+    pub ports: Vec<LeaderServicePort>,
+
+    /// The Service's type.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+
+    /// Labels put on the Service (podium adds its own).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub labels: BTreeMap<String, String>,
+
+    /// Annotations put on the Service.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: BTreeMap<String, String>,
+
+    /// A second Service, with the same ports, whose EndpointSlice lists the Ready followers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub followers: Option<FollowersService>,
+}
+
+/// One port of the leader Service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderServicePort {
+    /// The port's name; required when the Service has more than one port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
+        .message("a port name must be a DNS-1123 label, e.g. http"))]
+    pub name: Option<String>,
+
+    /// The port the Service exposes.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// The pod's port: a number, or the name of a container port; `port` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<IntOrString>,
+
+    /// The port's protocol.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// A port's protocol.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    TCP,
+    /// UDP.
+    UDP,
+    /// SCTP.
+    SCTP,
+}
+
+impl Protocol {
+    /// The protocol as the Service and EndpointSlice APIs spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TCP => "TCP",
+            Self::UDP => "UDP",
+            Self::SCTP => "SCTP",
+        }
+    }
+}
+
+/// The type of the leader Service.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceType {
+    /// A cluster-internal virtual IP.
+    #[default]
+    ClusterIP,
+    /// Also a port on every node.
+    NodePort,
+    /// Also an external load balancer.
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The type as the Service API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// The followers Service: same ports and type as the leader Service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowersService {
+    /// Its name; `<group>-followers` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("name must be a DNS-1035 label, e.g. api-followers"))]
+    pub name: Option<String>,
 }
 
 /// Bounds the selector's lists and strings, so that the API server can price the CEL rules over

@@ -188,6 +188,15 @@ pub(crate) fn conflict(
             ),
         ));
     }
+    if !obs.foreign_services.is_empty() {
+        parts.push((
+            "ForeignService",
+            format!(
+                "{} exist(s) and is not controlled by this group; podium leaves it alone and routes nothing through it",
+                obs.foreign_services.join(", ")
+            ),
+        ));
+    }
     match parts.first() {
         None => (
             "False",

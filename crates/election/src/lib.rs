@@ -115,6 +115,9 @@ pub struct Observation<'a> {
     pub passed_over: &'a [String],
     /// `publishLease` is on and a Lease of that name belongs to someone else.
     pub lease_foreign: bool,
+    /// Objects of the owned route (`Service <name>`, `EndpointSlice <name>`) that exist and
+    /// are not this group's: never written.
+    pub foreign_services: &'a [String],
     /// The current time.
     pub now: Timestamp,
 }

@@ -145,6 +145,7 @@ fn plan_from(
         handoff_request: view.group.request.as_deref(),
         passed_over,
         lease_foreign: false,
+        foreign_services: &[],
         now,
     });
     // The operator's order, from the plan itself. (The operator also pins the successor at the
@@ -165,8 +166,8 @@ fn plan_from(
                     steps.push(Step::ClearRequest(rv));
                 }
             }
-            // The model has no Lease mirror.
-            Phase::LeaseMirror => {}
+            // The model has no Lease mirror and no owned route: neither moves a role or a term.
+            Phase::LeaseMirror | Phase::Endpoints => {}
             Phase::SuccessorFollower | Phase::Leadership | Phase::Followers => {
                 steps.extend(plan.pod_writes(*phase).into_iter().cloned().map(Step::Pod))
             }

@@ -19,6 +19,10 @@ pub enum Phase {
     ClearHandoffRequest,
     /// The writes that give or take leadership, each acknowledged before the next.
     Leadership,
+    /// The owned route's EndpointSlices, when the group has one (the model has none): right
+    /// after the labels, so that the new leader knows its role when its first request arrives,
+    /// and in one write per slice, old address to new.
+    Endpoints,
     /// The writes that move no leadership (new and released followers), in any order.
     Followers,
     /// The Lease mirror, when the group publishes one (the model has none).
@@ -29,6 +33,7 @@ pub enum Phase {
 /// first and status is written last.
 const LABELS_FIRST: &[Phase] = &[
     Phase::Leadership,
+    Phase::Endpoints,
     Phase::Followers,
     Phase::Status,
     Phase::ClearHandoffRequest,
@@ -41,6 +46,7 @@ const STATUS_FIRST: &[Phase] = &[
     Phase::Status,
     Phase::ClearHandoffRequest,
     Phase::Leadership,
+    Phase::Endpoints,
     Phase::Followers,
     Phase::LeaseMirror,
 ];
@@ -80,7 +86,9 @@ impl Plan {
                     .map(|(_, w)| w)
                     .collect()
             }
-            Phase::Status | Phase::ClearHandoffRequest | Phase::LeaseMirror => Vec::new(),
+            Phase::Status | Phase::ClearHandoffRequest | Phase::Endpoints | Phase::LeaseMirror => {
+                Vec::new()
+            }
         }
     }
 }
@@ -102,6 +110,11 @@ mod tests {
         assert!(!phases.contains(&Phase::SuccessorFollower));
         for phases in [LABELS_FIRST, STATUS_FIRST] {
             assert!(at(phases, Phase::Leadership) < at(phases, Phase::Followers));
+            // The slice follows the labels at once: nothing goes between them.
+            assert_eq!(
+                at(phases, Phase::Endpoints),
+                at(phases, Phase::Leadership) + 1
+            );
             assert_eq!(phases.last(), Some(&Phase::LeaseMirror));
         }
     }

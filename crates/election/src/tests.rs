@@ -20,7 +20,7 @@ pub(super) fn settings(f: impl FnOnce(&mut ElectionGroupSpec)) -> Settings {
         serde_json::from_value(serde_json::json!({"selector": {"matchLabels": {"app": "x"}}}))
             .unwrap();
     f(&mut spec);
-    validate(&spec).unwrap()
+    validate("g", &spec).unwrap()
 }
 
 /// A Ready pod created `age` seconds before T0, Ready since its creation.
@@ -57,6 +57,7 @@ struct World {
     departed: Vec<Member>,
     passed_over: Vec<String>,
     lease_foreign: bool,
+    foreign_services: Vec<String>,
 }
 
 impl World {
@@ -71,6 +72,7 @@ impl World {
             departed: vec![],
             passed_over: vec![],
             lease_foreign: false,
+            foreign_services: Vec::new(),
         }
     }
 
@@ -86,6 +88,7 @@ impl World {
             handoff_request: self.request.as_deref(),
             passed_over: &self.passed_over,
             lease_foreign: self.lease_foreign,
+            foreign_services: &self.foreign_services,
             now: self.now,
         })
     }
@@ -909,6 +912,7 @@ fn observe<'a>(w: &'a World) -> Observation<'a> {
         handoff_request: w.request.as_deref(),
         passed_over: &w.passed_over,
         lease_foreign: w.lease_foreign,
+        foreign_services: &w.foreign_services,
         now: w.now,
     }
 }
@@ -1126,6 +1130,20 @@ fn a_foreign_lease_is_reported() {
     let plan = w.step();
     assert_eq!(cond(&plan, CONFLICT).reason, "LeaseNotOwned");
     assert!(reasons(&plan).contains(&"LeaseNotOwned"));
+}
+
+#[test]
+fn a_foreign_service_is_reported_once() {
+    let mut w = World::new(settings(|_| {}), trio());
+    w.foreign_services = vec!["Service g-leader".into()];
+    let plan = w.step();
+    let c = cond(&plan, CONFLICT);
+    assert_eq!(c.reason, "ForeignService");
+    assert!(c.message.contains("Service g-leader"), "{}", c.message);
+    assert!(reasons(&plan).contains(&"ForeignService"));
+    assert!(!reasons(&w.step()).contains(&"ForeignService"));
+    // It does not stop the election.
+    assert_eq!(w.status.leader.as_deref(), Some("a"));
 }
 
 #[test]

@@ -4,7 +4,10 @@ use jiff::SignedDuration;
 use kube::core::Selector;
 
 use crate::schedule::Timing;
-use podium_api::{ElectionGroupSpec, HandoffMode, Preference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use podium_api::{
+    ElectionGroupSpec, GROUP_LABEL, HandoffMode, LeaderService, MANAGED_BY_LABEL, Preference,
+};
 
 /// A spec that passed every check the CRD schema cannot express.
 #[derive(Debug, Clone)]
@@ -29,10 +32,23 @@ pub struct Settings {
     pub paused: bool,
     /// Mirror leadership into a Lease.
     pub publish_lease: bool,
+    /// The owned route, when the spec asks for one.
+    pub service: Option<Route>,
 }
 
-/// Checks a spec; the error lists every problem, one per line.
-pub fn validate(spec: &ElectionGroupSpec) -> Result<Settings, String> {
+/// The owned route of a valid spec: the Services' names resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// The leader Service's name.
+    pub leader: String,
+    /// The followers Service's name, when there is one.
+    pub followers: Option<String>,
+    /// The Services' spec as written.
+    pub spec: LeaderService,
+}
+
+/// Checks the spec of the group named `group`; the error lists every problem, one per line.
+pub fn validate(group: &str, spec: &ElectionGroupSpec) -> Result<Settings, String> {
     let mut problems = Vec::new();
 
     let selector_empty = spec
@@ -96,6 +112,11 @@ pub fn validate(spec: &ElectionGroupSpec) -> Result<Settings, String> {
     .map_err(|e| problems.push(e.to_string()))
     .ok();
 
+    let service = spec
+        .service
+        .as_ref()
+        .map(|svc| route(group, svc, &mut problems));
+
     match (selector, timing) {
         (Some(selector), Some(timing)) if problems.is_empty() => Ok(Settings {
             selector,
@@ -108,9 +129,168 @@ pub fn validate(spec: &ElectionGroupSpec) -> Result<Settings, String> {
             mode: handoff.mode,
             paused: spec.paused,
             publish_lease: spec.publish_lease,
+            service,
         }),
         _ => Err(problems.join("\n")),
     }
+}
+
+/// Resolves the owned route's names and checks what the schema cannot: names that depend on the
+/// group's, unique ports, named target ports, and the Services' labels and annotations.
+fn route(group: &str, svc: &LeaderService, problems: &mut Vec<String>) -> Route {
+    let leader = svc
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{group}-leader"));
+    let followers = svc.followers.as_ref().map(|f| {
+        f.name
+            .clone()
+            .unwrap_or_else(|| format!("{group}-followers"))
+    });
+    for (field, name) in [
+        ("name", Some(&leader)),
+        ("followers.name", followers.as_ref()),
+    ] {
+        if let Some(name) = name
+            && let Err(why) = dns_label(name, true)
+        {
+            problems.push(format!(
+                "spec.service.{field} {} is not a valid Service name ({why}); set it",
+                shown(name)
+            ));
+        }
+    }
+    // A family's slice is `<service>` or `<service>-v6`: no two of them may share a name.
+    if let Some(f) = &followers
+        && (*f == leader || *f == format!("{leader}-v6") || leader == format!("{f}-v6"))
+    {
+        problems.push(format!(
+            "spec.service.followers.name {} would share EndpointSlice names with the leader Service {}",
+            shown(f),
+            shown(&leader)
+        ));
+    }
+    if svc.ports.is_empty() {
+        problems.push("spec.service.ports must list at least one port".into());
+    }
+    for (i, p) in svc.ports.iter().enumerate() {
+        let at = format!("spec.service.ports[{i}]");
+        if !(1..=65535).contains(&p.port) {
+            problems.push(format!("{at}.port must be 1–65535, got {}", p.port));
+        }
+        match &p.target_port {
+            Some(IntOrString::Int(n)) if !(1..=65535).contains(n) => {
+                problems.push(format!("{at}.targetPort must be 1–65535, got {n}"));
+            }
+            Some(IntOrString::String(n)) => {
+                if let Err(why) = port_name(n) {
+                    problems.push(format!(
+                        "{at}.targetPort {} is not a container port name ({why})",
+                        shown(n)
+                    ));
+                }
+            }
+            _ => {}
+        }
+        match &p.name {
+            Some(n) => {
+                if let Err(why) = dns_label(n, false) {
+                    problems.push(format!("{at}.name {} is invalid ({why})", shown(n)));
+                }
+                if svc.ports[..i].iter().any(|q| q.name.as_ref() == Some(n)) {
+                    problems.push(format!("{at}.name {} is used twice", shown(n)));
+                }
+            }
+            None if svc.ports.len() > 1 => {
+                problems.push(format!(
+                    "{at}.name is required when the Service has more than one port"
+                ));
+            }
+            None => {}
+        }
+        if svc.ports[..i]
+            .iter()
+            .any(|q| q.port == p.port && q.protocol == p.protocol)
+        {
+            problems.push(format!(
+                "{at}: port {}/{} is listed twice",
+                p.port,
+                p.protocol.as_str()
+            ));
+        }
+    }
+    for (k, v) in &svc.labels {
+        if let Err(why) = label_key(k).and_then(|()| label_value(v)) {
+            problems.push(format!(
+                "spec.service.labels: {}={} is not a valid label ({why})",
+                shown(k),
+                shown(v)
+            ));
+        }
+        if k == MANAGED_BY_LABEL || k == GROUP_LABEL {
+            problems.push(format!(
+                "spec.service.labels must not set {k}: podium sets it to find its own Services"
+            ));
+        }
+    }
+    for k in svc.annotations.keys() {
+        if let Err(why) = label_key(k) {
+            problems.push(format!(
+                "spec.service.annotations: {} is not a valid annotation key ({why})",
+                shown(k)
+            ));
+        }
+    }
+    Route {
+        leader,
+        followers,
+        spec: svc.clone(),
+    }
+}
+
+/// A DNS label: lowercase alphanumerics and `-`, at most 63 characters, starting with a letter
+/// when `letter_first` (a DNS-1035 label, as a Service name must be).
+fn dns_label(s: &str, letter_first: bool) -> Result<(), String> {
+    if s.is_empty() || s.len() > 63 {
+        return Err(format!("must be 1–63 characters, has {}", s.len()));
+    }
+    let ok = s
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let first = s.chars().next().unwrap_or('-');
+    let first_ok = if letter_first {
+        first.is_ascii_lowercase()
+    } else {
+        first.is_ascii_alphanumeric()
+    };
+    if !ok || !first_ok || s.ends_with('-') {
+        return Err(if letter_first {
+            "lowercase letters, digits and '-', starting with a letter and ending with an alphanumeric".into()
+        } else {
+            "lowercase letters, digits and '-', starting and ending with an alphanumeric".into()
+        });
+    }
+    Ok(())
+}
+
+/// A container port's name (IANA_SVC_NAME): at most 15 lowercase alphanumerics and `-`, with
+/// at least one letter, no `--`, starting and ending with an alphanumeric.
+fn port_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 15 {
+        return Err(format!("must be 1–15 characters, has {}", s.len()));
+    }
+    let ok = s
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok
+        || !s.chars().any(|c| c.is_ascii_lowercase())
+        || s.contains("--")
+        || s.starts_with('-')
+        || s.ends_with('-')
+    {
+        return Err("lowercase letters, digits and single '-' inside, with a letter".into());
+    }
+    Ok(())
 }
 
 /// What the API server itself would say of a label selector: keys and values that are not label
@@ -227,7 +407,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        let s = validate(&spec()).unwrap();
+        let s = validate("g", &spec()).unwrap();
         assert_eq!(s.role_label, "podium.dev/role");
         assert_eq!(s.preference, Preference::Oldest);
         assert_eq!(s.mode, HandoffMode::BreakBeforeMake);
@@ -326,8 +506,85 @@ mod tests {
         for (want, mutate) in cases {
             let mut s = spec();
             mutate(&mut s);
-            let err = validate(&s).unwrap_err();
+            let err = validate("g", &s).unwrap_err();
             assert!(err.contains(want), "expected {want:?} in {err:?}");
         }
+    }
+
+    fn with_service(service: serde_json::Value) -> ElectionGroupSpec {
+        serde_json::from_value(serde_json::json!({
+            "selector": {"matchLabels": {"app": "x"}}, "service": service,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_service_names_default_to_the_group_s() {
+        let svc = with_service(serde_json::json!({"ports": [{"port": 80}], "followers": {}}));
+        let route = validate("api", &svc).unwrap().service.unwrap();
+        assert_eq!(route.leader, "api-leader");
+        assert_eq!(route.followers.as_deref(), Some("api-followers"));
+        assert!(validate("api", &spec()).unwrap().service.is_none());
+    }
+
+    #[test]
+    fn service_problems_are_reported() {
+        let cases = [
+            (
+                serde_json::json!({"ports": [{"port": 80}]}),
+                "a.b",
+                "not a valid Service name",
+            ),
+            (serde_json::json!({"ports": []}), "g", "at least one port"),
+            (
+                serde_json::json!({"ports": [{"port": 80}, {"port": 81}]}),
+                "g",
+                "is required",
+            ),
+            (
+                serde_json::json!({"ports": [{"name": "a", "port": 80}, {"name": "b", "port": 80}]}),
+                "g",
+                "listed twice",
+            ),
+            (
+                serde_json::json!({"ports": [{"name": "a", "port": 80}, {"name": "a", "port": 81}]}),
+                "g",
+                "used twice",
+            ),
+            (
+                serde_json::json!({"ports": [{"port": 80, "targetPort": 0}]}),
+                "g",
+                "targetPort",
+            ),
+            (
+                serde_json::json!({"ports": [{"port": 80, "targetPort": "Not_A-Name"}]}),
+                "g",
+                "not a container port name",
+            ),
+            (
+                serde_json::json!({"ports": [{"port": 80}], "labels": {"podium.dev/group": "x"}}),
+                "g",
+                "must not set",
+            ),
+            (
+                serde_json::json!({"ports": [{"port": 80}], "annotations": {"-bad": "x"}}),
+                "g",
+                "annotation key",
+            ),
+            (
+                serde_json::json!({"ports": [{"port": 80}], "name": "s", "followers": {"name": "s-v6"}}),
+                "g",
+                "share EndpointSlice names",
+            ),
+        ];
+        for (service, group, want) in cases {
+            let err = validate(group, &with_service(service.clone())).unwrap_err();
+            assert!(
+                err.contains(want),
+                "{service}: expected {want:?} in {err:?}"
+            );
+        }
+        let named = serde_json::json!({"ports": [{"port": 80, "targetPort": "http"}], "name": "x"});
+        assert!(validate("a.b", &with_service(named)).is_ok());
     }
 }

@@ -2,17 +2,20 @@
 //! by label and by the group podium labelled it for. Finding a group's pods, or the groups a pod
 //! event concerns, then costs what those pods cost, not what the cluster holds (a group whose
 //! selector requires no label value still looks at its whole namespace); and a pod costs its
-//! names, labels and podium's annotations instead of the kilobytes of a full `Pod`.
+//! names, labels, podium's annotations, addresses and named ports instead of the kilobytes of a
+//! full `Pod`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
+
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher;
 
-use podium_api::{GROUP_ANNOTATION, TERM_ANNOTATION};
+use podium_api::{GROUP_ANNOTATION, Protocol, TERM_ANNOTATION};
 
 /// Annotations podium reads are its own; every other annotation is dropped from the cache.
 const OWN_PREFIX: &str = "podium.dev/";
@@ -52,6 +55,17 @@ impl FromIterator<(String, String)> for OwnAnnotations {
     }
 }
 
+/// A named container port: what a Service's named `targetPort` resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedPort {
+    /// The port's name.
+    pub name: String,
+    /// The container port.
+    pub port: i32,
+    /// Its protocol.
+    pub protocol: Protocol,
+}
+
 /// A pod reduced to what the election reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedPod {
@@ -75,6 +89,10 @@ pub struct CachedPod {
     pub terminating: bool,
     /// The node it runs on.
     pub node: Option<String>,
+    /// Its addresses (`status.podIPs`), for the owned route's EndpointSlices.
+    pub ips: Box<[IpAddr]>,
+    /// Its containers' named ports only (a numeric target port needs none of them).
+    pub ports: Box<[NamedPort]>,
     /// Gone from a watch scoped by a pod label selector while carrying podium's annotation: it
     /// may only have stopped matching that selector. Kept, as no member of any group, until
     /// podium has taken its keys off (or learned it is gone).
@@ -84,11 +102,13 @@ pub struct CachedPod {
 impl CachedPod {
     /// Reduces a pod as the API server sent it.
     pub fn from_pod(pod: Pod) -> Self {
+        let ips = addresses(pod.status.as_ref());
         let ready = pod
             .status
             .and_then(|s| s.conditions)
             .and_then(|cs| cs.into_iter().find(|c| c.type_ == "Ready"))
             .map(|c| (c.status == "True", c.last_transition_time.map(|t| t.0)));
+        let ports = pod.spec.as_ref().map(named_ports).unwrap_or_default();
         let node = pod.spec.and_then(|s| s.node_name);
         let mut cached = Self {
             namespace: String::new(),
@@ -101,6 +121,8 @@ impl CachedPod {
             ready,
             terminating: false,
             node,
+            ips,
+            ports,
             out_of_scope: false,
         };
         cached.set_metadata(pod.metadata);
@@ -142,6 +164,54 @@ impl CachedPod {
     pub fn is_ready(&self) -> bool {
         self.ready.is_some_and(|(r, _)| r)
     }
+}
+
+/// The pod's addresses: `status.podIPs`, or `status.podIP` from an API server that sends only
+/// that; an address that does not parse is left out.
+fn addresses(status: Option<&PodStatus>) -> Box<[IpAddr]> {
+    let Some(status) = status else {
+        return Box::default();
+    };
+    let listed = status.pod_ips.iter().flatten().map(|p| p.ip.as_str());
+    let mut ips: Vec<IpAddr> = listed
+        .chain(status.pod_ip.as_deref())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    let mut seen = Vec::with_capacity(ips.len());
+    ips.retain(|ip| {
+        let new = !seen.contains(ip);
+        seen.push(*ip);
+        new
+    });
+    ips.into_boxed_slice()
+}
+
+/// The named ports of the containers (and of sidecars: init containers that keep running), as
+/// the EndpointSlice controller looks a named target port up.
+fn named_ports(spec: &PodSpec) -> Box<[NamedPort]> {
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    spec.containers
+        .iter()
+        .chain(sidecars)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let protocol = match p.protocol.as_deref() {
+                None | Some("TCP") => Protocol::TCP,
+                Some("UDP") => Protocol::UDP,
+                Some("SCTP") => Protocol::SCTP,
+                Some(_) => return None,
+            };
+            Some(NamedPort {
+                name: p.name.clone()?,
+                port: p.container_port,
+                protocol,
+            })
+        })
+        .collect()
 }
 
 /// Which of a namespace's pods a selector can match at all.

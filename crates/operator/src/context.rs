@@ -12,6 +12,7 @@ use crate::cache::PodCache;
 use crate::claims::Claims;
 use crate::events::Publisher;
 use crate::nodes::NodeLeases;
+use crate::owned::store::OwnedObjects;
 use crate::promotions::Promotions;
 use crate::routing::GroupLocks;
 use crate::writer::Writer;
@@ -24,6 +25,8 @@ pub struct Context {
     pub pods: Arc<PodCache>,
     /// Every ElectionGroup in scope.
     pub groups: Store<Guarded>,
+    /// The Services and EndpointSlices of the owned routes.
+    pub owned: Arc<OwnedObjects>,
     /// Every group's parsed selector, indexed.
     pub claims: Arc<Claims>,
     /// One reconcile per group at a time, across the routine and the urgent queue.

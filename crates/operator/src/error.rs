@@ -36,6 +36,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Creating, reading, updating or deleting a Service or EndpointSlice of the owned route failed.
+    #[error("writing {kind} {namespace}/{name}: {}", brief(source))]
+    Route {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     /// Reading a pod the cache does not show failed.
     #[error("reading pod {namespace}/{pod}: {}", brief(source))]
     PodRead {
@@ -74,7 +83,8 @@ impl Error {
             | Error::Status { source, .. }
             | Error::Metadata { source, .. }
             | Error::PodRead { source, .. }
-            | Error::Lease { source, .. } => match source {
+            | Error::Lease { source, .. }
+            | Error::Route { source, .. } => match source {
                 kube::Error::Api(s) if s.code == 403 => "forbidden",
                 kube::Error::Api(s) if s.code == 409 => "conflict",
                 kube::Error::Api(s) if s.code == 404 => "not_found",

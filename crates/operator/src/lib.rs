@@ -13,6 +13,7 @@ mod membership;
 pub mod metrics;
 mod nodes;
 mod overlay;
+mod owned;
 mod promotions;
 mod reconcile;
 pub mod routing;

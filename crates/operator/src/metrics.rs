@@ -25,6 +25,12 @@ struct Reason {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteWrite {
+    kind: &'static str,
+    verb: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
     stage: &'static str,
 }
@@ -67,6 +73,7 @@ pub struct Metrics {
     failover_stages: Family<StageLabels, Histogram>,
     pod_writes: Counter,
     status_writes: Counter,
+    route_writes: Family<RouteWrite, Counter>,
     conflicts: Counter,
     forged_roles: Counter,
     events_dropped: Counter,
@@ -122,6 +129,12 @@ impl Default for Metrics {
             "status_writes",
             "Status writes on ElectionGroups",
             status_writes.clone(),
+        );
+        let route_writes = Family::<RouteWrite, Counter>::default();
+        registry.register(
+            "route_writes",
+            "Writes of the owned route's Services and EndpointSlices, by kind (service, endpointslice) and verb (create, update, delete)",
+            route_writes.clone(),
         );
         let conflicts = Counter::default();
         registry.register(
@@ -179,6 +192,7 @@ impl Default for Metrics {
             failover_stages,
             pod_writes,
             status_writes,
+            route_writes,
             conflicts,
             forged_roles,
             events_dropped,
@@ -244,6 +258,13 @@ impl Metrics {
     /// Counts one status write.
     pub fn status_written(&self) {
         self.status_writes.inc();
+    }
+
+    /// Counts one write of the owned route (`kind` and `verb` come from a fixed set).
+    pub fn route_written(&self, kind: &'static str, verb: &'static str) {
+        self.route_writes
+            .get_or_create(&RouteWrite { kind, verb })
+            .inc();
     }
 
     /// Counts a write whose precondition failed.

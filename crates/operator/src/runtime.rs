@@ -11,7 +11,7 @@ use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
-use podium_api::Guarded;
+use podium_api::{Guarded, MANAGED_BY_LABEL, MANAGER, SLICE_MANAGED_BY_LABEL, SLICE_MANAGER};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -24,6 +24,7 @@ use crate::lists;
 use crate::metrics::Metrics;
 use crate::nodes::NodeLeases;
 use crate::overlay::Overlay;
+use crate::owned::store::{OwnedObjects, group_of};
 use crate::reconcile::{error_policy, reconcile_routine, reconcile_urgent};
 use crate::routing::{GroupLocks, UrgentSince, route};
 use crate::slots::WriteSlots;
@@ -175,6 +176,24 @@ pub async fn run(
         })
         .touched_objects();
 
+    let owned = Arc::new(OwnedObjects::default());
+    let owned_triggers = futures::stream::select(
+        owned_watch(
+            &client,
+            opts.namespace.as_deref(),
+            &format!("{MANAGED_BY_LABEL}={MANAGER}"),
+            owned.clone(),
+            OwnedObjects::apply_service,
+        ),
+        owned_watch(
+            &client,
+            opts.namespace.as_deref(),
+            &format!("{SLICE_MANAGED_BY_LABEL}={SLICE_MANAGER}"),
+            owned.clone(),
+            OwnedObjects::apply_slice,
+        ),
+    );
+
     let config = |n| kube::runtime::controller::Config::default().concurrency(n);
     // Twice as many routine reconciles as routine write slots, so that one deciding leaves no
     // slot idle.
@@ -211,6 +230,7 @@ pub async fn run(
         },
         pods,
         groups: groups.clone(),
+        owned,
         claims,
         locks: GroupLocks::default(),
         synced: (pods_synced.clone(), groups_synced.clone()),
@@ -242,6 +262,7 @@ pub async fn run(
     let shutdown = shutdown.shared();
     let routine = routine
         .reconcile_on(pod_triggers)
+        .reconcile_on(owned_triggers)
         .reconcile_on(handed_back_rx)
         .reconcile_all_on(became_active)
         .graceful_shutdown_on(shutdown.clone())
@@ -259,6 +280,53 @@ pub async fn run(
     // Both in this one task: the two controllers wait for the same store, whose readiness
     // wakes only one waiter; here the other is polled again on the same wake-up.
     futures::join!(routine, urgent);
+}
+
+/// Watches podium's Services or EndpointSlices (those carrying its `managed-by` label) into
+/// `owned`, and yields the group of each one that changed, to be reconciled: a change or a
+/// deletion by someone else is undone.
+fn owned_watch<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    labels: &str,
+    owned: Arc<OwnedObjects>,
+    apply: fn(&OwnedObjects, watcher::Event<K>),
+) -> impl futures::Stream<Item = ObjectRef<Guarded>> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<K> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    watcher(api, watcher::Config::default().labels(labels))
+        .default_backoff()
+        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+        .flat_map(move |ev| {
+            let groups: Vec<ObjectRef<Guarded>> = match ev {
+                Ok(ev) => {
+                    let groups = match &ev {
+                        watcher::Event::Apply(o)
+                        | watcher::Event::Delete(o)
+                        | watcher::Event::InitApply(o) => group_of(o).into_iter().collect(),
+                        watcher::Event::Init | watcher::Event::InitDone => vec![],
+                    };
+                    apply(&owned, ev);
+                    groups
+                }
+                Err(e) => {
+                    warn!(error = %e, kind = %K::kind(&()), "watch of podium's own objects failed; retrying");
+                    vec![]
+                }
+            };
+            futures::stream::iter(groups)
+        })
 }
 
 /// Logs how one reconcile ended (failures are logged by the error policy).

@@ -1,4 +1,5 @@
-//! Cleanup of a deleted group: podium's labels and annotations off its pods, then its finalizer.
+//! Cleanup of a deleted group: podium's labels and annotations off its pods, its owned route's
+//! slices emptied, then its finalizer.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::lane::Lane;
 use crate::membership::{Claim, anchor};
+use crate::owned;
 
 /// Removes what podium wrote on the group's pods, then the finalizer (keeping everyone else's).
 pub(super) async fn cleanup(
@@ -80,6 +82,19 @@ pub(super) async fn cleanup(
                 });
             }
         }
+    }
+    // The garbage collector deletes the owned route after the group; until then its slices
+    // must not route to a pod podium no longer labels.
+    let route = owned::Writes {
+        writer: &ctx.writer,
+        owned: &ctx.owned,
+        lane,
+        group,
+        ns,
+        route: None,
+    };
+    if route.empty().await? == Outcome::Stale {
+        return Ok(Pass::Stale);
     }
     if apply::remove_finalizer(group, &ctx.writer, lane).await? == Outcome::Stale {
         return Ok(Pass::Stale);

@@ -9,15 +9,18 @@ use podium_election::order::Phase;
 use podium_election::validation::Settings;
 use podium_election::{FORGED_ROLE, Plan, PodChange, PodWrite};
 use std::time::Duration;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Pass;
 use super::observe::Gathered;
 use super::report;
 use crate::apply::{self, LeaseMirror, Outcome, PodKeys, PodWriteError};
+use crate::cache::CachedPod;
 use crate::context::Context;
 use crate::error::Error;
 use crate::lane::Lane;
+use crate::owned;
+use crate::owned::store::FOREIGN_FOR;
 
 /// How a batch of pod writes is made.
 #[derive(Clone, Copy, PartialEq)]
@@ -45,6 +48,8 @@ pub(super) struct Execution<'a> {
     pub old: &'a ElectionGroupStatus,
     /// The pods the decision saw.
     pub gathered: &'a Gathered,
+    /// The owned route's names someone else holds.
+    pub foreign: &'a [String],
 }
 
 impl Execution<'_> {
@@ -98,6 +103,7 @@ impl Execution<'_> {
         };
         // The reserved successor's early write, should it fail, is made again with the others.
         let mut again: Vec<PodWrite> = Vec::new();
+        let mut route_failed = None;
         for &phase in plan.phases() {
             let pass = match phase {
                 Phase::SuccessorFollower => {
@@ -135,12 +141,23 @@ impl Execution<'_> {
                         .write_pods(current, &writes, Order::InTurn, &keys)
                         .await?;
                     // A pass gone stale keeps the failover's hold: the next pass moves
-                    // leadership again at once.
-                    if let Pass::Done(_) = pass {
+                    // leadership again at once. With an owned route, leadership has moved once
+                    // its slice has.
+                    if matches!(pass, Pass::Done(_)) && self.settings.service.is_none() {
                         self.lane.leadership_moved(&self.ctx.writer.metrics);
                     }
                     pass
                 }
+                // A failing route write holds back none of the plan's other writes (status,
+                // followers): it is reported once they are made, and retried with the group.
+                Phase::Endpoints => match self.endpoints(current, plan).await {
+                    Err(e @ Error::Route { .. }) => {
+                        warn!(error = %e, "owned route not written; the rest of the plan goes on");
+                        route_failed = Some(e);
+                        Pass::Done(Action::await_change())
+                    }
+                    other => other?,
+                },
                 Phase::Followers => {
                     let mut writes = plan.pod_writes(phase);
                     writes.extend(again.iter());
@@ -166,11 +183,72 @@ impl Execution<'_> {
                 return Ok(Pass::Stale);
             }
         }
-        Ok(Pass::Done(
-            plan.requeue_after.map_or_else(Action::await_change, |d| {
-                Action::requeue(d + Duration::from_millis(5))
-            }),
-        ))
+        if let Some(e) = route_failed {
+            return Err(e);
+        }
+        // A name someone else holds is not watched: it is read again after a while.
+        let requeue = if self.foreign.is_empty() {
+            plan.requeue_after
+        } else {
+            Some(
+                plan.requeue_after
+                    .map_or(FOREIGN_FOR, |d| d.min(FOREIGN_FOR)),
+            )
+        };
+        Ok(Pass::Done(requeue.map_or_else(Action::await_change, |d| {
+            Action::requeue(d + Duration::from_millis(5))
+        })))
+    }
+
+    /// The owned route, right after the labels: the leader's slices first (the label comes
+    /// first so that the new leader knows its role when its first request arrives), then the
+    /// followers', then what the route no longer names. The leader's slice is replaced whole,
+    /// in one write, from the old leader's address to the new one's: in `BreakBeforeMake` it
+    /// never lists two leaders (it lists the one the plan chose, and the labels moved before
+    /// it); in `MakeBeforeBreak` it is written once, after both label writes, so it never lists
+    /// none while the old leader is alive. A leader gone with no candidate left empties it.
+    /// Its desired content is computed every reconcile and written only when it differs, so a
+    /// leader whose address or readiness changes is followed too.
+    async fn endpoints(&self, current: &ElectionGroup, plan: &Plan) -> Result<Pass, Error> {
+        let writes = owned::Writes {
+            writer: &self.ctx.writer,
+            owned: &self.ctx.owned,
+            lane: self.lane,
+            group: current,
+            ns: self.ns,
+            route: self.settings.service.as_ref(),
+        };
+        let pod = |name: &str, uid: &str| {
+            self.gathered
+                .pods
+                .get(name)
+                .filter(|p| p.uid == uid)
+                .map(|p| p.as_ref())
+        };
+        let leader = plan
+            .status
+            .leader
+            .as_deref()
+            .zip(plan.status.leader_uid.as_deref())
+            .and_then(|(name, uid)| pod(name, uid));
+        if writes.leader(leader).await? == Outcome::Stale {
+            return Ok(Pass::Stale);
+        }
+        self.lane.leadership_moved(&self.ctx.writer.metrics);
+        let followers: Vec<&CachedPod> = self
+            .gathered
+            .members
+            .iter()
+            .filter(|m| m.ready && !m.terminating)
+            .filter(|m| Some(m.uid.as_str()) != plan.status.leader_uid.as_deref())
+            .filter_map(|m| pod(&m.name, &m.uid))
+            .collect();
+        if writes.followers(&followers).await? == Outcome::Stale
+            || writes.prune().await? == Outcome::Stale
+        {
+            return Ok(Pass::Stale);
+        }
+        Ok(Pass::Done(Action::await_change()))
     }
 
     /// Pins the reserved successor to the version podium's own write `w` just gave it, as the

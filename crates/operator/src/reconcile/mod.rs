@@ -27,6 +27,7 @@ use crate::apply::{self, LeaseMirror, Outcome};
 use crate::context::Context;
 use crate::error::Error;
 use crate::lane::Lane;
+use crate::owned;
 
 /// How many times one reconcile decides again after a conflict before it backs off.
 const ATTEMPTS: usize = 8;
@@ -183,7 +184,7 @@ async fn decide_and_apply(
     }
     let status = current.status.clone().unwrap_or_default();
     let now = Timestamp::now();
-    let settings = match validate(&current.spec) {
+    let settings = match validate(&name, &current.spec) {
         Ok(s) => s,
         Err(problems) => {
             // No decision is made on an invalid spec: nothing to watch nodes for.
@@ -205,6 +206,7 @@ async fn decide_and_apply(
         None
     };
     let g = observe::observe(current, ns, &settings, ctx).await?;
+    let foreign = owned::foreign(&ctx.owned, current, settings.service.as_ref());
     let passed_over = ctx.promotions.passed_over(&g.members);
     let request = current
         .annotations()
@@ -221,6 +223,7 @@ async fn decide_and_apply(
         handoff_request: request,
         passed_over: &passed_over,
         lease_foreign: matches!(mirror, Some(LeaseMirror::Foreign)),
+        foreign_services: &foreign,
         now,
     });
     let run = execute::Execution {
@@ -230,6 +233,7 @@ async fn decide_and_apply(
         settings: &settings,
         old: &status,
         gathered: &g,
+        foreign: &foreign,
     };
     run.execute(current, plan, mirror, failover_since).await
 }

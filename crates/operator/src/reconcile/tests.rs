@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc;
 use http::{Request, Response, StatusCode};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
 use kube::client::Body;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
-use podium_api::{Guarded, HANDOFF_ANNOTATION};
+use podium_api::{Guarded, HANDOFF_ANNOTATION, MANAGED_BY_LABEL};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -25,6 +27,7 @@ use crate::leadership::Fence;
 use crate::metrics::Metrics;
 use crate::nodes::NodeLeases;
 use crate::overlay::Overlay;
+use crate::owned::store::OwnedObjects;
 use crate::routing::{GroupLocks, UrgentSince};
 use crate::slots::WriteSlots;
 use crate::writer::Writer;
@@ -37,6 +40,8 @@ struct Server {
     objects: BTreeMap<String, Value>,
     version: u64,
     log: Vec<String>,
+    /// Writes to keys starting with this are refused (403).
+    refuse: Option<String>,
 }
 
 /// RFC 7386: a JSON merge patch.
@@ -72,7 +77,8 @@ impl Server {
     }
 
     /// Answers one request: GET and merge-PATCH of pods and ElectionGroups (with podium's
-    /// resourceVersion and UID preconditions), Events accepted unlogged.
+    /// resourceVersion and UID preconditions), create, replace, merge-PATCH and delete of
+    /// Services and EndpointSlices, Events accepted unlogged.
     fn answer(&mut self, method: &str, path: &str, body: &[u8]) -> (StatusCode, Value) {
         if path.contains("/events") {
             return (
@@ -89,6 +95,18 @@ impl Server {
         let name = parts.next().unwrap_or_default();
         let subresource = parts.next();
         let key = format!("{kind}/{name}");
+        if method != "GET"
+            && let Some(refused) = self.refuse.as_deref()
+            && key.starts_with(refused)
+        {
+            let sent: Value = serde_json::from_slice(body).unwrap_or_default();
+            self.log
+                .push(format!("{method} {} (refused)", described(&key, &sent)));
+            return failure(StatusCode::FORBIDDEN, "Forbidden");
+        }
+        if method == "POST" {
+            return self.create(kind, body);
+        }
         let Some(stored) = self.objects.get(&key).cloned() else {
             self.log.push(format!("{method} {key} (absent)"));
             return failure(StatusCode::NOT_FOUND, "NotFound");
@@ -96,6 +114,9 @@ impl Server {
         if method == "GET" {
             self.log.push(format!("GET {key}"));
             return (StatusCode::OK, stored);
+        }
+        if method == "PUT" || method == "DELETE" {
+            return self.replace_or_delete(method, &key, stored, body);
         }
         let patch: Value = serde_json::from_slice(body).unwrap_or_default();
         let entry = match (kind, subresource) {
@@ -106,14 +127,9 @@ impl Server {
             (_, Some(sub)) => format!("PATCH {key}/{sub}"),
             (_, None) => format!("PATCH {key}"),
         };
-        let meta = &patch["metadata"];
-        for field in ["resourceVersion", "uid"] {
-            if let Some(expected) = meta[field].as_str()
-                && stored["metadata"][field].as_str() != Some(expected)
-            {
-                self.log.push(format!("{entry} (conflict)"));
-                return failure(StatusCode::CONFLICT, "Conflict");
-            }
+        if !preconditions_hold(&stored, &patch["metadata"]) {
+            self.log.push(format!("{entry} (conflict)"));
+            return failure(StatusCode::CONFLICT, "Conflict");
         }
         self.log.push(entry);
         let mut updated = stored;
@@ -135,6 +151,78 @@ impl Server {
         self.put(&key, updated);
         (StatusCode::OK, self.objects[&key].clone())
     }
+
+    /// A create: refused when the name is taken.
+    fn create(&mut self, kind: &str, body: &[u8]) -> (StatusCode, Value) {
+        let mut object: Value = serde_json::from_slice(body).unwrap_or_default();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let key = format!("{kind}/{name}");
+        if self.objects.contains_key(&key) {
+            self.log.push(format!("POST {key} (exists)"));
+            return failure(StatusCode::CONFLICT, "AlreadyExists");
+        }
+        self.log.push(format!("POST {}", described(&key, &object)));
+        object["metadata"]["uid"] = json!(format!("{name}-uid"));
+        self.put(&key, object);
+        (StatusCode::CREATED, self.objects[&key].clone())
+    }
+
+    /// A replace (on the version it names) or a delete (with its preconditions).
+    fn replace_or_delete(
+        &mut self,
+        method: &str,
+        key: &str,
+        stored: Value,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        let sent: Value = serde_json::from_slice(body).unwrap_or_default();
+        let expected = match method {
+            "PUT" => &sent["metadata"],
+            _ => &sent["preconditions"],
+        };
+        let entry = match method {
+            "PUT" => format!("PUT {}", described(key, &sent)),
+            _ => format!("DELETE {key}"),
+        };
+        if !preconditions_hold(&stored, expected) {
+            self.log.push(format!("{entry} (conflict)"));
+            return failure(StatusCode::CONFLICT, "Conflict");
+        }
+        self.log.push(entry);
+        if method == "DELETE" {
+            self.objects.remove(key);
+            return (StatusCode::OK, stored);
+        }
+        self.put(key, sent);
+        (StatusCode::OK, self.objects[key].clone())
+    }
+}
+
+/// Whether the resourceVersion and UID a request names (if any) are the stored object's.
+fn preconditions_hold(stored: &Value, expected: &Value) -> bool {
+    ["resourceVersion", "uid"].iter().all(|field| {
+        expected[field]
+            .as_str()
+            .is_none_or(|e| stored["metadata"][field].as_str() == Some(e))
+    })
+}
+
+/// A request's object as the log shows it: an EndpointSlice with the addresses it lists.
+fn described(key: &str, object: &Value) -> String {
+    if !key.starts_with("endpointslices/") {
+        return key.to_string();
+    }
+    let addresses: Vec<&str> = object["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    format!("{key} [{}]", addresses.join(" "))
 }
 
 /// A controller over a mock API server, with caches fed from what the server holds.
@@ -144,13 +232,16 @@ struct Harness {
     groups: reflector::store::Writer<Guarded>,
 }
 
+/// A Ready pod; a, b and c have the addresses 10.0.0.1, .2 and .3.
 fn pod(name: &str, uid: &str, created: &str, labels: Value, annotations: Value) -> Value {
+    let ip = format!("10.0.0.{}", name.bytes().next().map_or(0, |b| b - b'a' + 1));
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": NS, "uid": uid, "creationTimestamp": created,
                      "labels": labels, "annotations": annotations},
-        "spec": {"containers": [{"name": "app", "image": "app"}]},
-        "status": {"phase": "Running", "podIP": "10.0.0.1",
+        "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "app",
+                                  "ports": [{"name": "http", "containerPort": 8080}]}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
                    "conditions": [{"type": "Ready", "status": "True"}]},
     })
 }
@@ -224,6 +315,7 @@ impl Harness {
             },
             pods: Arc::new(PodCache::default()),
             groups: store,
+            owned: Arc::new(OwnedObjects::default()),
             claims: Arc::new(Claims::default()),
             locks: GroupLocks::default(),
             synced: (watch::channel(true).1, watch::channel(true).1),
@@ -250,6 +342,15 @@ impl Harness {
             if key.starts_with("pods/") {
                 let p: Pod = serde_json::from_value(object.clone()).unwrap();
                 self.ctx.pods.apply(watcher::Event::Apply(p));
+            } else if key.starts_with("services/") {
+                // The watch shows only the Services carrying podium's label.
+                let svc: Service = serde_json::from_value(object.clone()).unwrap();
+                if svc.labels().get(MANAGED_BY_LABEL).is_some() {
+                    self.ctx.owned.apply_service(watcher::Event::Apply(svc));
+                }
+            } else if key.starts_with("endpointslices/") {
+                let slice: EndpointSlice = serde_json::from_value(object.clone()).unwrap();
+                self.ctx.owned.apply_slice(watcher::Event::Apply(slice));
             } else {
                 let g: Guarded = serde_json::from_value(object.clone()).unwrap();
                 let ev = watcher::Event::Apply(g);
@@ -315,22 +416,21 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// A new group's requests: the finalizer, then the reserved successor's follower write (status
+/// pins its version), status with the new term, the leader, the other follower.
+const NEW_GROUP: [&str; 5] = [
+    "PATCH electiongroups/g",
+    "PATCH pods/b role=follower",
+    "PATCH electiongroups/g/status",
+    "PATCH pods/a role=leader",
+    "PATCH pods/c role=follower",
+];
+
 #[tokio::test]
 async fn a_new_group_records_its_term_before_labelling_its_leader() {
     let mut h = Harness::new(json!({}));
     let sent = h.reconcile(false).await;
-    // The finalizer, then the reserved successor's follower write (status pins its version),
-    // status with the new term, the leader, the other follower.
-    assert_eq!(
-        sent,
-        strings(&[
-            "PATCH electiongroups/g",
-            "PATCH pods/b role=follower",
-            "PATCH electiongroups/g/status",
-            "PATCH pods/a role=leader",
-            "PATCH pods/c role=follower",
-        ])
-    );
+    assert_eq!(sent, strings(&NEW_GROUP));
     assert_eq!(h.status()["successor"]["pod"], "b");
 }
 
@@ -445,9 +545,210 @@ async fn an_abandoned_promotion_is_fenced_before_anyone_is_promoted() {
 #[tokio::test]
 async fn a_forged_leader_label_is_put_back_in_one_write() {
     let mut h = Harness::elected(json!({})).await;
-    h.edit("pods/c", |p| p["metadata"]["labels"]["podium.dev/role"] = json!("leader"));
+    h.edit("pods/c", |p| {
+        p["metadata"]["labels"]["podium.dev/role"] = json!("leader")
+    });
     let sent = h.reconcile(true).await;
     assert_eq!(sent, strings(&["PATCH pods/c role=follower"]));
     assert_eq!(h.status()["leader"], "a");
 }
 
+fn with_service() -> Value {
+    json!({"service": {"ports": [{"name": "web", "port": 80, "targetPort": "http"}]}})
+}
+
+impl Harness {
+    /// What the server's slice of that name lists.
+    fn slice(&self, name: &str) -> Vec<String> {
+        let s = self.server.lock().unwrap();
+        described(
+            &format!("endpointslices/{name}"),
+            &s.objects[&format!("endpointslices/{name}")],
+        )
+        .split_once(' ')
+        .map(|(_, a)| {
+            a.trim_matches(['[', ']'])
+                .split_whitespace()
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.server.lock().unwrap().objects.contains_key(key)
+    }
+}
+
+#[tokio::test]
+async fn a_group_with_a_service_creates_it_and_its_slice_after_the_labels() {
+    let mut h = Harness::new(with_service());
+    let sent = h.reconcile(false).await;
+    // The Service and its slice right after the leader's label, before the other follower.
+    let mut want = NEW_GROUP.to_vec();
+    want.splice(
+        4..4,
+        [
+            "POST services/g-leader",
+            "POST endpointslices/g-leader [10.0.0.1]",
+        ],
+    );
+    assert_eq!(sent, strings(&want));
+    let s = h.server.lock().unwrap().objects["services/g-leader"].clone();
+    assert_eq!(s["spec"]["selector"], Value::Null);
+    assert_eq!(s["metadata"]["ownerReferences"][0]["uid"], "g-uid");
+    let slice = h.server.lock().unwrap().objects["endpointslices/g-leader"].clone();
+    assert_eq!(
+        slice["ports"][0]["port"], 8080,
+        "the named target port is resolved"
+    );
+    assert_eq!(
+        slice["metadata"]["labels"]["kubernetes.io/service-name"],
+        "g-leader"
+    );
+    // Settled: nothing more to write.
+    assert_eq!(h.reconcile(false).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_failover_moves_the_slice_in_one_write_after_the_label() {
+    let mut h = Harness::elected(with_service()).await;
+    assert_eq!(h.slice("g-leader"), ["10.0.0.1"]);
+    h.delete("a");
+    let sent = h.reconcile(true).await;
+    assert_eq!(
+        sent,
+        strings(&[
+            "PATCH pods/b role=leader",
+            "PUT endpointslices/g-leader [10.0.0.2]",
+            "PATCH electiongroups/g/status",
+        ])
+    );
+    assert_eq!(h.slice("g-leader"), ["10.0.0.2"]);
+}
+
+#[tokio::test]
+async fn a_leader_deleted_with_no_candidate_empties_the_slice() {
+    let mut h = Harness::elected(with_service()).await;
+    for p in ["pods/b", "pods/c"] {
+        h.edit(p, |p| {
+            p["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+        });
+    }
+    // The followers turning unready changes nothing of the leader's slice.
+    assert_eq!(
+        h.reconcile(false)
+            .await
+            .iter()
+            .filter(|r| r.contains("endpointslices"))
+            .count(),
+        0
+    );
+    h.delete("a");
+    let sent = h.reconcile(true).await;
+    let slices: Vec<&String> = sent
+        .iter()
+        .filter(|r| r.contains("endpointslices"))
+        .collect();
+    assert_eq!(slices, ["PUT endpointslices/g-leader []"], "{sent:?}");
+    assert_eq!(h.status()["leader"], Value::Null);
+    assert!(h.slice("g-leader").is_empty());
+}
+
+#[tokio::test]
+async fn a_foreign_service_of_that_name_is_a_conflict_and_is_never_written() {
+    let mut h = Harness::new(with_service());
+    let foreign = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "g-leader", "namespace": NS, "uid": "theirs"},
+        "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 1}]}});
+    h.server
+        .lock()
+        .unwrap()
+        .put("services/g-leader", foreign.clone());
+    let sent = h.reconcile(false).await;
+    let route: Vec<&String> = sent
+        .iter()
+        .filter(|r| r.contains("services/") || r.contains("endpointslices/"))
+        .collect();
+    assert_eq!(
+        route,
+        ["POST services/g-leader (exists)", "GET services/g-leader"],
+        "{sent:?}"
+    );
+    let conflict = h.status()["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Conflict")
+        .cloned()
+        .unwrap();
+    assert_eq!(conflict["status"], "True");
+    assert_eq!(conflict["reason"], "ForeignService");
+    assert_eq!(h.status()["leader"], "a", "the election goes on");
+    // Known foreign: not tried again at once, and nothing else is written.
+    assert_eq!(h.reconcile(false).await, Vec::<String>::new());
+    let stored = h.server.lock().unwrap().objects["services/g-leader"].clone();
+    assert_eq!(stored["spec"], foreign["spec"]);
+    assert!(!h.has("endpointslices/g-leader"));
+}
+
+#[tokio::test]
+async fn followers_get_their_own_service_and_a_removed_service_is_deleted() {
+    let mut spec = with_service();
+    spec["service"]["followers"] = json!({});
+    let mut h = Harness::elected(spec).await;
+    assert_eq!(h.slice("g-followers"), ["10.0.0.2", "10.0.0.3"]);
+    h.edit("electiongroups/g", |g| {
+        g["spec"].as_object_mut().unwrap().remove("service");
+    });
+    let sent = h.reconcile(false).await;
+    assert_eq!(
+        sent,
+        strings(&[
+            "DELETE services/g-followers",
+            "DELETE services/g-leader",
+            "DELETE endpointslices/g-followers",
+            "DELETE endpointslices/g-leader",
+        ])
+    );
+    assert_eq!(h.reconcile(false).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_group_without_a_service_sends_nothing_for_one() {
+    let mut h = Harness::new(json!({}));
+    let sent = h.reconcile(false).await;
+    assert!(
+        !sent
+            .iter()
+            .any(|r| r.contains("services") || r.contains("endpointslices")),
+        "{sent:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_slice_write_holds_back_none_of_the_plan_s_other_writes() {
+    let mut h = Harness::elected(with_service()).await;
+    h.server.lock().unwrap().refuse = Some("endpointslices/".into());
+    h.delete("a");
+    let key = ObjectRef::<Guarded>::new("g").within(NS);
+    let group = h.ctx.groups.get(&key).unwrap().0.as_ref().unwrap().clone();
+    let (_tx, waiting) = watch::channel(0);
+    let lane = Lane::new(key, waiting, Some(None));
+    h.server.lock().unwrap().log.clear();
+    let result = reconcile_group(&group, &h.ctx, &lane).await;
+    assert!(
+        matches!(result, Err(crate::error::Error::Route { .. })),
+        "{result:?}"
+    );
+    let sent = std::mem::take(&mut h.server.lock().unwrap().log);
+    assert_eq!(
+        sent,
+        strings(&[
+            "PATCH pods/b role=leader",
+            "PUT endpointslices/g-leader [10.0.0.2] (refused)",
+            "PATCH electiongroups/g/status",
+        ])
+    );
+    assert_eq!(h.status()["leader"], "b");
+}
