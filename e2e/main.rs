@@ -4,7 +4,6 @@ mod chaos;
 mod cluster;
 mod election;
 mod fake_kubelet;
-mod groups;
 mod handoff;
 mod hostile;
 mod invalid;
@@ -13,4 +12,5 @@ mod nodes;
 mod operations;
 mod real_node;
 mod safety;
-mod support;
+
+use podium_testkit::{groups, support};
