@@ -9,7 +9,7 @@ IMAGE_TAG    ?= dev
 MUSL         := x86_64-unknown-linux-musl
 NODE_SOCK    := $(CLUSTER_DIR)/node/containerd.sock
 
-.PHONY: help deps monitoring-check test unit model e2e plugin e2e-node chaos chaos-short lint fmt crds admission-check cluster-up cluster-down run demo demo-down bench bench-scale build go-client image load-images deploy undeploy helm manifests check-manifests
+.PHONY: help deps monitoring-check test unit model e2e plugin e2e-node chaos chaos-short lint fmt crds admission-check cluster-up cluster-down run demo demo-down bench bench-scale bench-micro build go-client image load-images deploy undeploy helm manifests check-manifests
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -148,6 +148,13 @@ bench: cluster-up go-client ## Benchmarks (about 20 minutes): target/bench/{resu
 	cargo bench --bench bench
 	[ -x target/bench/venv/bin/python ] || (python3 -m venv target/bench/venv && target/bench/venv/bin/pip install --quiet matplotlib)
 	target/bench/venv/bin/python benches/plot.py target/bench
+
+# criterion micro-benchmarks of the hot paths, no cluster needed: decide (groups of 3 and 100),
+# routing a pod event among 10,000 groups, the pod cache at 50,000 pods. CRITERION_ARGS are
+# criterion's options, e.g. CRITERION_ARGS="--warm-up-time 1 --measurement-time 3".
+bench-micro: ## criterion micro-benchmarks (decide, routing, pod cache): target/criterion/
+	cargo bench -p podium-election --bench decide -- $(CRITERION_ARGS)
+	cargo bench -p podium-operator --bench routing --bench pod_cache -- $(CRITERION_ARGS)
 
 # Only the scale runs (BENCH_SCALES, default 10,000 groups in one namespace, then 1,000
 # namespaces of 10: 50,000 pods each), every other part of the bench off, into target/bench-scale

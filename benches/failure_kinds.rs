@@ -11,17 +11,14 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use podium_bench::config::Config;
+use podium_bench::stats::stats;
 use serde_json::{Value, json};
 
-use super::groups::{LeaderWatch, Setup, status};
-use super::support::*;
-use super::{out_dir, stats, stats_row};
+use podium_testkit::groups::{LeaderWatch, Setup, status};
+use podium_testkit::support::*;
 
 const NODE: &str = "real-node-0";
-
-fn root() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The real node is up and the images it needs are loaded (`make bench` does both).
 pub fn available() -> bool {
@@ -80,7 +77,7 @@ struct Podium {
 impl Podium {
     async fn start() -> Self {
         let s = Setup::new("bench-kinds").await;
-        let dir = root().join("config/local/samples");
+        let dir = repo_root().join("config/local/samples");
         kubectl(&["-n", &s.ns.name, "apply", "-k", dir.to_str().unwrap()]);
         settle(&s.ns, "app=api", 3).await;
         let svc = s.ns.api::<Service>().get("api-leader").await.unwrap();
@@ -190,7 +187,7 @@ async fn podium_kinds(trials: usize) -> Vec<(&'static str, Vec<f64>, Vec<f64>)> 
 /// no traffic).
 async fn podium_node_loss(trials: usize) -> Vec<f64> {
     let s = Setup::new("bench-nodeloss").await;
-    let rbac = root().join("config/samples/member-rbac.yaml");
+    let rbac = repo_root().join("config/samples/member-rbac.yaml");
     kubectl(&["-n", &s.ns.name, "apply", "-f", rbac.to_str().unwrap()]);
     let real = real_node_member("m0", &[("app", "mixed")]);
     s.ns.api::<Pod>()
@@ -273,7 +270,8 @@ struct Leases {
 }
 
 impl Leases {
-    async fn start() -> Self {
+    /// Deploys the candidates from a manifest written into `out`.
+    async fn start(out: &std::path::Path) -> Self {
         let ns = TestNs::new("bench-kinds-lease").await;
         let manifest = json!({"apiVersion": "v1", "kind": "List", "items": [
             {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "candidate"}},
@@ -292,7 +290,7 @@ impl Leases {
                   "args": ["-namespace", ns.name, "-lease", "baseline", "-id", "$(POD_NAME)", "-unique"],
                   "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}}}}
         ]});
-        let file = out_dir().join("lease-candidates.json");
+        let file = out.join("lease-candidates.json");
         std::fs::write(&file, manifest.to_string()).unwrap();
         kubectl(&["-n", &ns.name, "apply", "-f", file.to_str().unwrap()]);
         settle(&ns, "app=candidate", 3).await;
@@ -330,8 +328,8 @@ impl Leases {
     }
 }
 
-async fn lease_kinds(trials: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let l = Leases::start().await;
+async fn lease_kinds(trials: usize, out: &std::path::Path) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let l = Leases::start(out).await;
     let mut kill = vec![];
     for _ in 0..trials {
         kill.push(
@@ -389,13 +387,15 @@ async fn lease_kinds(trials: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
 /// `failure_kinds` of results.json: one entry per kind, each with podium's label and traffic
 /// times and the Lease's, as {n,p50,p90,p99,max} (null where a side cannot see the failure),
 /// and the raw samples for the plot.
-pub async fn failure_kinds(trials: usize, node_loss_trials: usize, lease_trials: usize) -> Value {
+pub async fn failure_kinds(cfg: &Config) -> Value {
+    let (trials, node_loss_trials, lease_trials) =
+        (cfg.kind_trials, cfg.node_loss_trials, cfg.kind_lease_trials);
     println!(
         "failure kinds on {NODE}: {trials} trials per fast kind, {node_loss_trials} node losses, {lease_trials} per Lease kind"
     );
     let podium = podium_kinds(trials).await;
     let node_loss = podium_node_loss(node_loss_trials).await;
-    let (lease_kill, lease_delete, lease_lost) = lease_kinds(lease_trials).await;
+    let (lease_kill, lease_delete, lease_lost) = lease_kinds(lease_trials, &cfg.out).await;
     let kind = |kind: &str,
                 label: &[f64],
                 traffic: Option<&[f64]>,
@@ -444,38 +444,4 @@ pub async fn failure_kinds(trials: usize, node_loss_trials: usize, lease_trials:
             "the leader's kubelet and process frozen (SIGSTOP), the other candidates running on as on other nodes; podium: nodeLossSeconds 11 after the last node Lease renewal it saw, the new leader on a kwok node (which serves no traffic); Lease: the frozen holder stops renewing and the successor waits out the 15 s lease"
         ),
     ])
-}
-
-/// The report's section: one table row per kind and side, and each kind's note.
-pub fn report(kinds: &Value) -> String {
-    let Some(kinds) = kinds.as_array() else {
-        return String::new();
-    };
-    let mut md = String::from(
-        "## Failover by kind of failure (real node)\n\n| kind: measure | n | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n",
-    );
-    for k in kinds {
-        let kind = k["kind"].as_str().unwrap_or_default();
-        for (key, what) in [
-            ("podium_label_ms", "podium, new leader labelled"),
-            ("podium_traffic_ms", "podium, Service answers from it"),
-            ("lease_ms", "client-go Lease 15/10/2 s, new holder"),
-        ] {
-            if k[key].is_null() {
-                md.push_str(&format!("| {kind}: {what} | — | | | | |\n"));
-            } else {
-                md.push_str(&stats_row(&format!("{kind}: {what}"), &k[key]));
-            }
-        }
-    }
-    md.push('\n');
-    for k in kinds {
-        md.push_str(&format!(
-            "- **{}**: {}\n",
-            k["kind"].as_str().unwrap_or_default(),
-            k["note"].as_str().unwrap_or_default()
-        ));
-    }
-    md.push('\n');
-    md
 }

@@ -5,7 +5,6 @@ mod chaos;
 mod cluster;
 mod election;
 mod fake_kubelet;
-mod groups;
 mod handoff;
 mod hostile;
 mod invalid;
@@ -16,4 +15,5 @@ mod plugin;
 mod real_node;
 mod routing;
 mod safety;
-mod support;
+
+use podium_testkit::{groups, support};

@@ -11,8 +11,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::*;
-use crate::role::{GroupView, observe};
+use crate::role::{GroupView, group_view, observe};
 use crate::tracker::{Seen, Tracker};
+use kube::ResourceExt;
+use kube::api::DynamicObject;
 
 fn pod(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Pod {
     let map = |kv: &[(&str, &str)]| {
@@ -278,4 +280,47 @@ fn watch_lines_are_json_with_every_field() {
     assert_eq!(v["group"], "g");
     assert!(v["leader"].is_null());
     assert!(v["at"].as_str().is_some_and(|t| t.ends_with('Z')));
+}
+
+/// The cases shared with the Go client (clients/go/vectors_test.go): a pod and the groups seen,
+/// and the role, term, group and leader a member reads from them. Cases on which the two
+/// libraries disagree (an empty `spec.roleLabel`, an empty `status.leader`) are left out;
+/// testdata/member/README.md describes them.
+#[test]
+fn the_shared_test_vectors() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/member");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 12, "test vectors in {}", dir.display());
+    let mut failed = vec![];
+    for file in &files {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        let pod: Option<Pod> = serde_json::from_value(v["pod"].clone()).unwrap();
+        let groups: BTreeMap<String, GroupView> = v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                let obj: DynamicObject = serde_json::from_value(g.clone()).unwrap();
+                (obj.name_any(), group_view(&obj))
+            })
+            .collect();
+        let s = observe(pod.as_ref(), &groups);
+        let got = serde_json::json!({
+            "role": s.role, "term": s.term, "group": s.group, "leader": s.leader,
+        });
+        if got != v["expected"] {
+            failed.push(format!(
+                "{}: {}\n  got  {got}\n  want {}",
+                file.display(),
+                v["description"],
+                v["expected"]
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }

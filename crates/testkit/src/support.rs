@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,18 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Config, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tokio::process::{Child, Command};
+
+pub use crate::operator::{Operator, podium_bin};
+
+/// The repository's root: paths under target/ and config/ are relative to it.
+pub fn repo_root() -> PathBuf {
+    let testkit = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    testkit
+        .ancestors()
+        .nth(2)
+        .expect("crates/testkit in the repository")
+        .to_path_buf()
+}
 
 /// Path of the admin kubeconfig written by `make cluster-up`; with `PODIUM_CLUSTER=<x>`,
 /// the one of the separate cluster `PODIUM_CLUSTER=<x> e2e/cluster/up.sh` started.
@@ -29,7 +39,7 @@ pub fn cluster_dir() -> PathBuf {
         Ok(name) if !name.is_empty() => format!("target/cluster-{name}"),
         _ => "target/cluster".to_string(),
     };
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir)
+    repo_root().join(dir)
 }
 
 /// A client for the local control plane, built as podium builds its own (TCP_NODELAY), so the
@@ -299,128 +309,6 @@ where
         .items
 }
 
-/// A running `podium` operator process, killed when dropped.
-pub struct Operator {
-    child: Child,
-}
-
-impl Operator {
-    /// Starts `podium run` scoped to a namespace, with extra arguments; logs go to
-    /// `target/e2e-logs/<namespace>.log`.
-    pub async fn start(namespace: &str, extra: &[&str]) -> Self {
-        Self::start_with(namespace, &kubeconfig_path(), extra).await
-    }
-
-    /// Starts `podium run` with a given kubeconfig.
-    pub async fn start_with(namespace: &str, kubeconfig: &std::path::Path, extra: &[&str]) -> Self {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
-        Self::start_logged(
-            &dir.join(format!("{namespace}.log")),
-            namespace,
-            kubeconfig,
-            extra,
-        )
-    }
-
-    /// Starts `podium run` with a given kubeconfig, appending its output to `log`.
-    pub fn start_logged(
-        log: &std::path::Path,
-        namespace: &str,
-        kubeconfig: &std::path::Path,
-        extra: &[&str],
-    ) -> Self {
-        Self::spawn(log, Some(namespace), kubeconfig, extra)
-    }
-
-    /// Starts `podium run` on every namespace (no `--namespace`), with extra arguments; logs go
-    /// to `target/e2e-logs/<log_name>.log`. It acts on every ElectionGroup in the cluster.
-    #[allow(dead_code, reason = "the bench's scale runs use it; no e2e test does")]
-    pub fn start_cluster_wide(log_name: &str, extra: &[&str]) -> Self {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/e2e-logs");
-        Self::spawn(
-            &dir.join(format!("{log_name}.log")),
-            None,
-            &kubeconfig_path(),
-            extra,
-        )
-    }
-
-    /// Starts `podium run`, scoped to `namespace` if given, appending its output to `log`.
-    fn spawn(
-        log: &std::path::Path,
-        namespace: Option<&str>,
-        kubeconfig: &std::path::Path,
-        extra: &[&str],
-    ) -> Self {
-        if let Some(dir) = log.parent() {
-            std::fs::create_dir_all(dir).expect("log dir");
-        }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        // PODIUM_BIN runs another build under the same harness (an A/B comparison in the bench).
-        let bin = std::env::var_os("PODIUM_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_podium")));
-        let mut cmd = Command::new(bin);
-        cmd.arg("run").arg("--kubeconfig").arg(kubeconfig);
-        if let Some(namespace) = namespace {
-            cmd.arg("--namespace").arg(namespace);
-        }
-        cmd.args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("PODIUM_E2E_LOG").unwrap_or_else(|_| "info,podium=debug".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .kill_on_drop(true);
-        if !extra.iter().any(|a| a.starts_with("--http-addr")) {
-            cmd.args(["--http-addr", "127.0.0.1:0"]);
-        }
-        Self {
-            child: cmd.spawn().expect("start podium"),
-        }
-    }
-
-    /// Stops the process with SIGKILL and waits for it.
-    pub async fn kill(mut self) {
-        let _ = self.child.kill().await;
-    }
-
-    /// Sends SIGTERM.
-    pub fn terminate(&self) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
-        }
-    }
-
-    /// Waits up to `timeout` for the process to exit; returns its exit code.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        tokio::time::timeout(timeout, self.child.wait())
-            .await
-            .ok()
-            .and_then(|s| s.ok())
-            .and_then(|s| s.code())
-    }
-
-    /// The process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    /// The process is still running.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
 /// Milliseconds since `start`, for printing measured latencies.
 pub fn ms_since(start: Instant) -> u128 {
     start.elapsed().as_millis()
@@ -500,8 +388,7 @@ pub async fn service_account_kubeconfig(namespace: &str, sa: &str, file: &str) -
             *auth = serde_json::from_value(json!({"token": token})).unwrap();
         }
     }
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("target/e2e-logs/{file}.kubeconfig"));
+    let path = repo_root().join(format!("target/e2e-logs/{file}.kubeconfig"));
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, serde_json::to_string(&kc).unwrap()).unwrap();
     path
