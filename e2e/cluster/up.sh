@@ -35,7 +35,7 @@ if [ -f "$kubeconfig" ] && [ "$("${kubectl[@]}" get --raw /readyz 2>/dev/null)" 
     exit 1
   fi
   real_node
-  echo "cluster already up: $kubeconfig"
+  echo "cluster already up ($(basename "$bin" | cut -d- -f2)): $kubeconfig"
   exit 0
 fi
 
@@ -73,4 +73,4 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 real_node
-echo "cluster up: export KUBECONFIG=$kubeconfig"
+echo "cluster up ($(basename "$bin" | cut -d- -f2)): export KUBECONFIG=$kubeconfig"
