@@ -1,4 +1,8 @@
 # podium — the front door. `make help` lists the targets.
+# K8S_VERSION=1.35|1.36|1.37 (default 1.37, e2e/cluster/versions.env) selects the Kubernetes minor
+# of the local control plane for every target that brings it up (cluster-up, test, e2e, e2e-node,
+# chaos, bench, bench-scale); each minor is built into a cache directory of its own. A cluster
+# that is up keeps its release (up.sh refuses another): cluster-down stops it, whatever K8S_VERSION says.
 
 CLUSTER_DIR  := target/cluster
 KUBECONFIG   := $(CURDIR)/$(CLUSTER_DIR)/kubeconfig
@@ -130,10 +134,10 @@ undeploy: ## Remove what make deploy installed; refuses while ElectionGroups exi
 	  echo "$$left" >&2; exit 1; fi
 	$(KUBECTL) delete -k config/local --ignore-not-found --timeout=60s
 
-cluster-up: ## Build (or reuse) and start the local control plane and real-node-0 (PODIUM_REAL_NODE=0: without it)
+cluster-up: ## Build (or reuse) and start the local control plane and real-node-0 (K8S_VERSION=1.35|1.36|1.37; PODIUM_REAL_NODE=0: without the node)
 	e2e/cluster/up.sh
 
-cluster-down: ## Stop the local control plane and remove its state
+cluster-down: ## Stop the local control plane (whichever release is up) and remove its state
 	e2e/cluster/down.sh
 
 demo-down: ## Remove the sample (the operator clears its labels), then stop the demo operator

@@ -40,9 +40,11 @@ for f in "${files[@]}"; do
   {
     echo "# Generated from charts/podium ($t, default values) by \`make manifests\`."
     echo "# Do not edit by hand: change the chart and run \`make manifests\`."
-    # helm opens the output with a document separator and a "# Source:" line per document.
+    # helm opens the output with a document separator and a "# Source:" line per document;
+    # helm 4 ends it with blank lines, which are dropped (a blank line inside stays).
     "$helm" template podium "$root/charts/podium" --namespace podium-system --show-only "$t" |
-      sed -e '1{/^---$/d;}' -e '/^# Source: /d'
+      sed -e '1{/^---$/d;}' -e '/^# Source: /d' |
+      awk '/^$/ {blank++; next} {for (; blank > 0; blank--) print ""; print}'
   } >"$out/$f.tmp"
   mv "$out/$f.tmp" "$out/$f"
 done

@@ -14,17 +14,14 @@ if [ ! -x "$helm" ]; then
   echo "building helm" >&2
   export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
   cd "$here"
-  # The version strings helm's own Makefile sets: its release, and the Kubernetes version of its
-  # client-go (1.<minor>), the default for .Capabilities and for lint's deprecation checks.
-  helm_ver=$(go list -m -f '{{.Version}}' helm.sh/helm/v3)
-  k8s_minor=$(go list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2)
-  ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${helm_ver}"
-  ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
-  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
-    ldflags+=" -X ${pkg}.k8sVersionMajor=1 -X ${pkg}.k8sVersionMinor=${k8s_minor}"
-  done
+  # The version strings helm's own Makefile sets for a release. helm 4 reads the Kubernetes
+  # version of its client-go (the default for .Capabilities and for lint's deprecation checks)
+  # from the binary's build information, so it needs no flag of its own.
+  helm_ver=$(go list -m -f '{{.Version}}' helm.sh/helm/v4)
+  ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=${helm_ver}"
+  ldflags+=" -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
   # Two compile jobs at once keep peak memory well inside a small machine.
-  go build -p "${PODIUM_BUILD_JOBS:-2}" -ldflags "$ldflags" -o "$helm.tmp.$$" helm.sh/helm/v3/cmd/helm
+  go build -p "${PODIUM_BUILD_JOBS:-2}" -ldflags "$ldflags" -o "$helm.tmp.$$" helm.sh/helm/v4/cmd/helm
   mv "$helm.tmp.$$" "$helm"
 fi
 

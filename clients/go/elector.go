@@ -413,21 +413,24 @@ func transient(err error) bool {
 
 // informers builds the two informers: the pod alone (field selector on its name), and the
 // namespace's ElectionGroups. No resync: every change arrives as a watch event.
+// Against an API server the reflectors start with a streaming list (a watch that sends the
+// initial state, client-go's WatchListClient); a client that cannot serve one (client-go's fakes
+// say so) is listed and watched as before, as client-go's own informers do.
 func (e *Elector) informers(ctx context.Context) (pods, groups cache.SharedIndexInformer) {
 	ns := e.cfg.Namespace
 	byName := fields.OneTermEqualSelector("metadata.name", e.cfg.PodName).String()
 	podAPI := e.cfg.Client.CoreV1().Pods(ns)
-	pods = cache.NewSharedIndexInformer(e.listWatch(watchPod,
+	pods = cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(e.listWatch(watchPod,
 		func(o *metav1.ListOptions) { o.FieldSelector = byName },
 		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return podAPI.List(ctx, o) },
 		podAPI.Watch,
-	), &corev1.Pod{}, 0, cache.Indexers{})
+	), e.cfg.Client), &corev1.Pod{}, 0, cache.Indexers{})
 	groupAPI := e.cfg.Dynamic.Resource(ElectionGroupResource).Namespace(ns)
-	groups = cache.NewSharedIndexInformer(e.listWatch(watchGroups,
+	groups = cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(e.listWatch(watchGroups,
 		func(*metav1.ListOptions) {},
 		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return groupAPI.List(ctx, o) },
 		groupAPI.Watch,
-	), &unstructured.Unstructured{}, 0, cache.Indexers{})
+	), e.cfg.Dynamic), &unstructured.Unstructured{}, 0, cache.Indexers{})
 
 	for which, inf := range []cache.SharedIndexInformer{pods, groups} {
 		// Set before the informer runs; fails only once it has started.

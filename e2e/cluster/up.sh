@@ -4,6 +4,8 @@
 # kubeconfig to target/cluster/kubeconfig. A no-op when it is already up.
 # PODIUM_CLUSTER=<x> starts a second, independent cluster: kwokctl name podium-<x>,
 # state and kubeconfig in target/cluster-<x> (kwokctl picks free ports, so both run at once).
+# K8S_VERSION=1.<minor> selects the Kubernetes minor (build.sh); a cluster already up on
+# another release is refused: down.sh first.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,8 +27,15 @@ real_node() {
 }
 
 if [ -f "$kubeconfig" ] && [ "$("${kubectl[@]}" get --raw /readyz 2>/dev/null)" = ok ]; then
+  # The binaries it was started from (a link written below): another release is not reused.
+  running=$(readlink "$state/bin" 2>/dev/null || true)
+  if [ -n "$running" ] && [ "$running" != "$bin" ]; then
+    echo "a cluster of $(basename "$running" | cut -d- -f2) is up in $state, not of $(basename "$bin" | cut -d- -f2):" \
+      "stop it first (make cluster-down, or e2e/cluster/down.sh with the same PODIUM_CLUSTER)" >&2
+    exit 1
+  fi
   real_node
-  echo "cluster already up: $kubeconfig"
+  echo "cluster already up ($(basename "$bin" | cut -d- -f2)): $kubeconfig"
   exit 0
 fi
 
@@ -37,6 +46,8 @@ if [ -d "$state" ]; then
   rm -rf "$state"
 fi
 mkdir -p "$state"
+# down.sh stops the cluster with the binaries it was started from, whatever K8S_VERSION says then.
+ln -sfn "$bin" "$state/bin"
 
 sed "s#\${PKI}#$KWOK_WORKDIR/clusters/$name/pki#g" "$here/kwokctl.yaml" >"$state/kwokctl.yaml"
 "$bin/kwokctl" create cluster --name "$name" -c "$state/kwokctl.yaml" \
@@ -62,4 +73,4 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 real_node
-echo "cluster up: export KUBECONFIG=$kubeconfig"
+echo "cluster up ($(basename "$bin" | cut -d- -f2)): export KUBECONFIG=$kubeconfig"

@@ -113,6 +113,9 @@ address: $gateway
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 cgroupDriver: cgroupfs
+# Machines like this one still mount cgroup v1; from Kubernetes 1.35 the kubelet refuses to
+# start there unless told otherwise (the default became true).
+failCgroupV1: false
 failSwapOn: false
 containerRuntimeEndpoint: unix://$sock
 resolvConf: ""
