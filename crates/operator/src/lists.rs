@@ -71,6 +71,26 @@ fn refused(e: &watcher::Error) -> bool {
     }
 }
 
+/// The oldest Kubernetes minor podium is built and tested for (k8s-openapi's `v1_35`).
+pub const OLDEST_MINOR: u32 = 35;
+
+/// Warns when the API server is older than [`OLDEST_MINOR`]: podium runs there (its caches fill
+/// from paged lists), but untested.
+pub async fn check_version(client: &kube::Client) {
+    match client.apiserver_version().await {
+        Ok(v) => {
+            let minor: Option<u32> = v.minor.trim_end_matches('+').parse().ok();
+            if v.major == "1" && minor.is_some_and(|m| m < OLDEST_MINOR) {
+                warn!(server = %v.git_version, oldest = %format!("1.{OLDEST_MINOR}"),
+                      "the API server is older than any Kubernetes podium is tested on");
+            } else {
+                info!(server = %v.git_version, "API server");
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot read the API server's version"),
+    }
+}
+
 /// Asks the API server for an (empty) streaming list of `api`'s objects: `Streaming` when it
 /// answers with the bookmark that ends the initial events, `Paged` otherwise.
 pub async fn probe<K>(api: &Api<K>) -> ListMode

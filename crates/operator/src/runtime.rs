@@ -91,6 +91,7 @@ pub async fn run(
     // kube's default): a list at any resourceVersion is served from the API server's cache,
     // which ignores the page size, and 50,000 pods in one response would be held whole in
     // memory before the cache reduces them.
+    lists::check_version(&client).await;
     let lists = lists::probe(&pods_api).await;
     let mut pod_config = watcher::Config::default();
     if let Some(sel) = &opts.pod_selector {
