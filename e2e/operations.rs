@@ -27,8 +27,15 @@ async fn install_default() {
             .expect("config/default/kustomization.yaml");
         let kustomization: serde_json::Value =
             serde_saphyr::from_str(&kustomization).expect("config/default/kustomization.yaml");
-        for dir in kustomization["resources"].as_array().expect("resources") {
-            let dir = dir.as_str().expect("a resource path");
+        // The directory that holds podium's Namespace first: the others put objects in it.
+        let mut dirs: Vec<&str> = kustomization["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .map(|d| d.as_str().expect("a resource path"))
+            .collect();
+        dirs.sort_by_key(|d| *d != "../manager");
+        for dir in dirs {
             if dir != "../admission" {
                 kubectl(&[
                     "apply",
