@@ -34,6 +34,11 @@ if $check; then
   trap 'rm -rf "$out"' EXIT
 fi
 
+# Blank (or all-space) lines at the end of a document, before a `---` or at the end, are dropped.
+drop_document_end_blanks() {
+  awk '/^[[:space:]]*$/ {held = held $0 "\n"; next} /^---$/ {held = ""} {printf "%s", held; held = ""; print}'
+}
+
 for f in "${files[@]}"; do
   t="templates/$(basename "$f")"
   mkdir -p "$(dirname "$out/$f")"
@@ -41,10 +46,10 @@ for f in "${files[@]}"; do
     echo "# Generated from charts/podium ($t, default values) by \`make manifests\`."
     echo "# Do not edit by hand: change the chart and run \`make manifests\`."
     # helm opens the output with a document separator and a "# Source:" line per document;
-    # helm 4 ends it with blank lines, which are dropped (a blank line inside stays).
+    # helm 4 ends each document with blank lines, which are dropped (a blank line inside stays).
     "$helm" template podium "$root/charts/podium" --namespace podium-system --show-only "$t" |
       sed -e '1{/^---$/d;}' -e '/^# Source: /d' |
-      awk '/^$/ {blank++; next} {for (; blank > 0; blank--) print ""; print}'
+      drop_document_end_blanks
   } >"$out/$f.tmp"
   mv "$out/$f.tmp" "$out/$f"
 done
@@ -71,7 +76,7 @@ for m in "${monitoring[@]}"; do
     echo "# Generated from charts/podium ($t, $set) by \`make manifests\`."
     echo "# Do not edit by hand: change the chart and run \`make manifests\`."
     "$helm" template podium "$root/charts/podium" --namespace podium-system --set "$set" --show-only "$t" |
-      sed -e '1{/^---$/d;}' -e '/^# Source: /d'
+      sed -e '1{/^---$/d;}' -e '/^# Source: /d' | drop_document_end_blanks
   } >"$out/$f.tmp"
   mv "$out/$f.tmp" "$out/$f"
 done
