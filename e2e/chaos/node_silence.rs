@@ -13,10 +13,13 @@
 //!   names no leader), under the same deadline; it may lead again once its node renews.
 //! - once the node renews again, a replaced leader not leading again within [`HOLD`]: a node
 //!   that comes back takes nothing back. These groups have no schedule, so only a fault could move
-//!   their leadership meanwhile, and none runs.
+//!   their leadership meanwhile, and none runs; a handoff request an earlier fault left pending
+//!   is awaited before the silence (if it is still pending 30 s later, the silence is not judged).
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
 
 use serde::Serialize;
 
@@ -82,6 +85,7 @@ impl Run {
         let length = self.rng.millis(12_000, 20_000);
         let aimed = self.rng.chance(AIM) && self.aim().await?;
         let tenure = self.steady_tenure().await;
+        let answered = self.requests_answered().await;
         let held = self.leaders_on_node();
         self.world.node.set_alive(false).await;
         let last = self.world.node.last_renewal().unwrap_or_else(Instant::now);
@@ -103,6 +107,8 @@ impl Run {
             Some("not judged: the node renewed before the deadline")
         } else if !steady {
             Some("not judged: the active replica changed")
+        } else if !answered {
+            Some("not judged: a handoff request was still pending")
         } else {
             None
         };
@@ -125,6 +131,34 @@ impl Run {
             hits,
         });
         takeback
+    }
+
+    /// Waits (up to 30 s) until no node group has a handoff request pending: a request an
+    /// earlier fault left (say, `any` while no other member was a candidate yet) would move
+    /// leadership during the silence for a reason of its own.
+    async fn requests_answered(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let groups: Vec<&str> = self
+            .world
+            .defs
+            .iter()
+            .filter(|d| d.node_member)
+            .map(|d| d.name)
+            .collect();
+        while Instant::now() < deadline {
+            let mut pending = false;
+            for g in &groups {
+                pending |= match self.world.groups().get(g).await {
+                    Ok(o) => o.annotations().contains_key("podium.dev/handoff-to"),
+                    Err(_) => true,
+                };
+            }
+            if !pending {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
     }
 
     /// The node groups and their leaders on the harness's node, as the checker sees them.
