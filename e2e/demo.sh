@@ -30,11 +30,22 @@ fi
 
 "$kubectl" apply -k config/samples >/dev/null
 "$kubectl" rollout status deployment/api --timeout=60s >/dev/null
+leader=
 for _ in $(seq 1 60); do
   leader=$("$kubectl" get eg api -o jsonpath='{.status.leader}' 2>/dev/null || true)
   [ -n "$leader" ] && break
+  kill -0 "$(cat "$state/podium.pid")" 2>/dev/null || {
+    echo "the operator stopped; its log: target/demo/podium.log" >&2
+    tail -5 "$state/podium.log" >&2
+    exit 1
+  }
   sleep 0.5
 done
+if [ -z "$leader" ]; then
+  echo "no leader after 30 s; see kubectl describe eg api and target/demo/podium.log" >&2
+  "$kubectl" describe eg api >&2 || true
+  exit 1
+fi
 
 echo
 echo "\$ kubectl get eg"

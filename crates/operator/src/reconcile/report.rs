@@ -104,6 +104,11 @@ pub(super) async fn write_failure(
         reason: "PodWriteFailed",
         message,
     };
+    // Not Ready until a plan applies in full: the leaderless alert reads this gauge.
+    let ns = group.namespace().unwrap_or_default();
+    ctx.writer
+        .metrics
+        .group_ready(&format!("{ns}/{}", group.name_any()), Some("False"));
     publish(group, &[note], ctx);
 }
 
