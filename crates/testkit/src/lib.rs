@@ -3,4 +3,5 @@
 
 pub mod groups;
 pub mod operator;
+pub mod paths;
 pub mod support;

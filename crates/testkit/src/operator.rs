@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::support::{kubeconfig_path, repo_root};
+use crate::paths::{kubeconfig_path, repo_root};
 
 /// The `podium` binary to run: `PODIUM_BIN` when set, else the one Cargo built beside the test
 /// or bench binary that is running (`<target>/<profile>/podium`, as `CARGO_BIN_EXE_podium`
