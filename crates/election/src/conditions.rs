@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::choice::Choice;
 use crate::fitness::{eligible_at, node_lost_for};
+use crate::validation::Problems;
 use crate::{CONFLICT, Member, Note, Observation, Plan, READY, SPEC_VALID, group_note};
 use podium_api::ElectionGroupStatus;
 
@@ -219,9 +220,11 @@ pub(crate) fn conflict(
 pub fn reject(
     status: &ElectionGroupStatus,
     generation: Option<i64>,
-    problems: &str,
+    problems: &Problems,
     now: Timestamp,
 ) -> Plan {
+    let problems = problems.to_string();
+    let problems = problems.as_str();
     let mut notes = Vec::new();
     let already_reported = condition_message(status, SPEC_VALID) == Some(problems)
         && status.observed_generation == generation;

@@ -760,24 +760,18 @@ fn manual_handoff_waits_while_paused() {
 #[test]
 fn invalid_spec_is_reported_once_per_generation() {
     let status = ElectionGroupStatus::default();
-    let plan = reject(&status, Some(2), "spec.selector must not be empty", at(0));
+    let empty = crate::validation::Problems(vec![crate::validation::Problem::new(
+        "spec.selector must not be empty",
+    )]);
+    assert_eq!(empty.0[0].field, "spec.selector");
+    let plan = reject(&status, Some(2), &empty, at(0));
     assert!(plan.writes.is_empty());
     assert_eq!(reasons(&plan), ["InvalidSpec"]);
     assert_eq!(cond(&plan, SPEC_VALID).status, "False");
-    let again = reject(
-        &plan.status,
-        Some(2),
-        "spec.selector must not be empty",
-        at(5),
-    );
+    let again = reject(&plan.status, Some(2), &empty, at(5));
     assert!(again.notes.is_empty());
     assert_eq!(again.status, plan.status);
-    let next_gen = reject(
-        &plan.status,
-        Some(3),
-        "spec.selector must not be empty",
-        at(5),
-    );
+    let next_gen = reject(&plan.status, Some(3), &empty, at(5));
     assert_eq!(reasons(&next_gen), ["InvalidSpec"]);
 }
 
