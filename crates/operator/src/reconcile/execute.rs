@@ -160,9 +160,11 @@ impl Execution<'_> {
                 },
                 Phase::Followers => {
                     let mut writes = plan.pod_writes(phase);
-                    writes.extend(again.iter());
-                    // In the plan's order, the successor's second try in its own place.
-                    writes.sort_by_key(|w| plan.writes.iter().position(|p| p.uid == w.uid));
+                    if !again.is_empty() {
+                        writes.extend(again.iter());
+                        // In the plan's order, the successor's second try in its own place.
+                        writes.sort_by_key(|w| plan.writes.iter().position(|p| p.uid == w.uid));
+                    }
                     self.write_pods(current, &writes, Order::AnyOrder, &keys)
                         .await?
                 }
