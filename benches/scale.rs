@@ -1,6 +1,7 @@
 //! Scale: one operator, cold, on every namespace, converging thousands of groups of 5 pods;
 //! failover in a probe group meanwhile, 60 s idle, then a storm of leader deletions.
 
+mod cold_start;
 mod storm;
 
 use std::collections::HashMap;
@@ -381,6 +382,15 @@ pub async fn scale(shape: Shape, cfg: &Config, last: bool) -> (Value, f64) {
     let rss = rss_peak_mib(pid);
     assert!(op.alive());
     op.kill().await;
+    let cold_starts = if cfg.list_rounds > 0 {
+        println!(
+            "  cold starts by list mode: {} round(s) of paged and streaming",
+            cfg.list_rounds
+        );
+        cold_start::cold_starts(&prefix, cfg.list_rounds, settle_timeout).await
+    } else {
+        Value::Null
+    };
     // Only a following entry needs the pods gone; after the last, deletion goes on unwatched.
     let wait = if last { Duration::ZERO } else { pods_timeout };
     namespaces.delete_and_wait(wait).await;
@@ -403,7 +413,7 @@ pub async fn scale(shape: Shape, cfg: &Config, last: bool) -> (Value, f64) {
                "pods": pods_n, "operator_ready_ms": ready_ms.round(), "converge_ms": converge_ms.round(), "converge_parts": times, "api_bound_ms": bound_ms(min_writes), "api_bound_best_ms": best_bound_ms,
                "api_bound_by_kind_ms": by_kind_ms.round(), "all_writes_by_kind_ms": with_events_ms.round(), "raw_per_s_by_kind": by_kind,
                "raw_patch_per_s": (raw_per_s * 10.0).round() / 10.0, "raw_patch_per_s_by_concurrency": raw_sweep, "writes": writes,
-               "min_writes": min_writes, "idle_writes_60s": idle_writes, "rss_mib": rss,
+               "min_writes": min_writes, "idle_writes_60s": idle_writes, "rss_mib": rss, "cold_start_by_list_mode": cold_starts,
                "storm_n": storm_n, "storm_deleted_ms": storm_deleted_ms.round(), "storm_from_own_deletion_ms": since_own, "storm_p50_ms": storm_stats["p50"], "storm_p99_ms": storm_stats["p99"],
                "storm_api_bound_ms": bound_ms(storm_n), "storm_requests": storm_requests,
                "converge_requests": requests_between(&before, &after), "failover_under_load_ms": failover_stats,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use podium_member::supervise::{self, ExecConfig};
 use podium_member::{Member, MemberConfig, files, print_changes};
 use podium_operator::leadership;
+use podium_operator::lists::ListMode;
 use podium_operator::metrics::Metrics;
 use podium_operator::runtime::{self, Options};
 use podium_operator::server::{self, Health};
@@ -138,6 +139,18 @@ struct RunArgs {
     /// Seconds the controller Lease stays valid without renewal: the longest a standby waits after the active replica dies.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
     lease_duration: u64,
+    /// How the pod and group caches fill: `auto` streams the initial list where the API server
+    /// serves streaming lists (WatchList) and pages it otherwise; `paged` always pages it;
+    /// `streaming` skips the start-up probe (and still falls back if the server refuses).
+    #[arg(long, value_enum, default_value = "auto", env = "PODIUM_LIST_MODE")]
+    list_mode: ListModeArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ListModeArg {
+    Auto,
+    Streaming,
+    Paged,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -361,6 +374,11 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         concurrency: args.concurrency,
         failover_concurrency: args.failover_concurrency,
         fence,
+        list_mode: match args.list_mode {
+            ListModeArg::Auto => None,
+            ListModeArg::Streaming => Some(ListMode::Streaming),
+            ListModeArg::Paged => Some(ListMode::Paged),
+        },
     };
     info!(
         namespace = opts.namespace.as_deref().unwrap_or("<all>"),

@@ -48,6 +48,13 @@ pub struct Config {
     /// when set: the scale runs, in order. `N` is N groups in one namespace, `NxM` N
     /// namespaces of M groups.
     pub scales: Vec<Shape>,
+    /// `BENCH_LIST_ROUNDS` (3): after each scale run, rounds of cold starts of the operator,
+    /// one with paged lists and one with streaming lists each, timed until its caches are
+    /// filled; 0 skips them.
+    pub list_rounds: usize,
+    /// `BENCH_FORGED_TRIALS` (20): a follower's role label forged to `leader`, timed until
+    /// podium puts it back, beside the failover trials; 0 skips them.
+    pub forged_trials: usize,
     /// `BENCH_RAW_SWEEP` (`1,4,16,64`; `none` skips it): the concurrencies at which each
     /// scale run measures the raw label patch rate.
     pub raw_sweep: Vec<usize>,
@@ -107,6 +114,8 @@ impl Config {
             kind_lease_trials: count("BENCH_KIND_LEASE_TRIALS", 5),
             create_concurrency: count("BENCH_CREATE_CONCURRENCY", 64),
             scales,
+            list_rounds: count("BENCH_LIST_ROUNDS", 3),
+            forged_trials: count("BENCH_FORGED_TRIALS", 20),
             raw_sweep,
             out: root.join(var("BENCH_OUT").unwrap_or_else(|| "target/bench".into())),
             operator,
@@ -262,7 +271,10 @@ mod tests {
             ("BENCH_CONCURRENCY", "-1"),
             ("BENCH_KIND_LEASE_TRIALS", "7"),
             ("BENCH_CREATE_CONCURRENCY", "128"),
+            ("BENCH_LIST_ROUNDS", "0"),
         ]);
+        assert_eq!(c.list_rounds, 0);
+        assert_eq!(c.forged_trials, 20);
         assert_eq!(c.trials, 0);
         assert_eq!(c.app_trials, 3);
         assert_eq!(c.idle_s, 30);

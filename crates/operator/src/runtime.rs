@@ -51,6 +51,8 @@ pub struct Options {
     pub failover_concurrency: u16,
     /// Whether this replica may write at this instant.
     pub fence: Arc<Fence>,
+    /// How the caches fill; `None` asks the API server whether it streams lists.
+    pub list_mode: Option<lists::ListMode>,
 }
 
 /// Runs the controller until `shutdown` resolves; `on_ready` fires once both caches are filled.
@@ -92,7 +94,13 @@ pub async fn run(
     // which ignores the page size, and 50,000 pods in one response would be held whole in
     // memory before the cache reduces them.
     lists::check_version(&client).await;
-    let lists = lists::probe(&pods_api).await;
+    let lists = match opts.list_mode {
+        Some(mode) => {
+            info!(?mode, "list mode set by --list-mode");
+            mode
+        }
+        None => lists::probe(&pods_api).await,
+    };
     let mut pod_config = watcher::Config::default();
     if let Some(sel) = &opts.pod_selector {
         pod_config = pod_config.labels(sel);
