@@ -223,12 +223,19 @@ impl Writes<'_> {
             {
                 continue;
             }
-            let want = objects::slice(self.group, service, family, &route.spec, pods);
+            let mut want = objects::slice(self.group, service, family, &route.spec, pods);
+            let now = jiff::Timestamp::now();
             let outcome = match have {
                 Holder::Foreign => self.recheck::<EndpointSlice>(&name).await?,
-                Holder::Nobody => self.create(want).await?,
+                Holder::Nobody => {
+                    objects::stamp(&mut want, now);
+                    self.create(want).await?
+                }
                 Holder::Us(have) => match objects::slice_update(&have, &want) {
-                    Some(next) => self.update(have.as_ref(), Change::Replace(next)).await?,
+                    Some(mut next) => {
+                        objects::stamp(&mut next, now);
+                        self.update(have.as_ref(), Change::Replace(next)).await?
+                    }
                     None => Outcome::Done,
                 },
             };

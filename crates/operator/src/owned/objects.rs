@@ -335,5 +335,19 @@ pub fn slice_update(have: &EndpointSlice, want: &EndpointSlice) -> Option<Endpoi
     Some(next)
 }
 
+/// The annotation kube-proxy times network programming from: the moment the slice's change was
+/// written (the EndpointSlice controller puts its pods' change time there).
+pub const TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// Stamps `slice` as changed at `at`, so that kube-proxy's
+/// `network_programming_duration_seconds` counts the owned route as it counts the controller's.
+pub fn stamp(slice: &mut EndpointSlice, at: jiff::Timestamp) {
+    slice
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(TRIGGER_TIME.into(), at.to_string());
+}
+
 #[cfg(test)]
 mod tests;

@@ -270,3 +270,17 @@ fn followers_whose_ports_differ_from_the_first_are_left_out() {
         .collect();
     assert_eq!(listed, ["10.0.0.1", "10.0.0.3"]);
 }
+
+#[test]
+fn a_stamp_is_the_write_time_in_rfc3339_and_only_a_stamp_is_no_change() {
+    let s = spec(json!([{"port": 80}]));
+    let a = pod("a", &["10.0.0.1"], true, false);
+    let mut have = slice(&group(), "svc", Family::V4, &s, &[&a]);
+    let at: jiff::Timestamp = "2026-12-07T19:45:01.123456789Z".parse().unwrap();
+    stamp(&mut have, at);
+    let written = &have.metadata.annotations.as_ref().unwrap()[TRIGGER_TIME];
+    // kube-proxy reads it with Go's time.RFC3339Nano.
+    assert_eq!(written, "2026-12-07T19:45:01.123456789Z");
+    // An unstamped slice that lists the same is not a change to write.
+    assert!(slice_update(&have, &slice(&group(), "svc", Family::V4, &s, &[&a])).is_none());
+}
