@@ -30,7 +30,7 @@ use podium_testkit::support::client;
 use serde_json::{Value, json};
 
 use crate::app::{AppRun, app_failover};
-use crate::failover::failover;
+use crate::failover::{Failovers, failover};
 use crate::host::machine;
 use crate::idle::{background, idle_row};
 use crate::lease::lease_baseline;
@@ -54,6 +54,7 @@ async fn main() {
         kind_trials,
         node_loss_trials,
         kind_lease_trials,
+        forged_trials,
         ..
     } = cfg;
     std::fs::create_dir_all(&cfg.out).unwrap();
@@ -88,19 +89,32 @@ async fn main() {
         None
     };
 
-    let (delete_ms, unready_ms, traffic_ms) = if trials > 0 {
-        println!("failover: {trials} delete and {trials} NotReady trials");
-        let r = failover(trials).await;
+    let failovers = if trials + forged_trials > 0 {
         println!(
-            "  delete {}  unready {}  traffic {}",
-            stats(&r.0),
-            stats(&r.1),
-            stats(&r.2)
+            "failover: {trials} delete and {trials} NotReady trials, both routes; {forged_trials} forged labels"
+        );
+        let r = failover(trials, forged_trials).await;
+        let all = |a: &[f64], b: &[f64]| stats(&[a, b].concat());
+        println!(
+            "  delete {}  unready {}\n  slices: label route {}  owned route {}\n  forged label reverted {} (listed by the label route in {} trial(s), by podium's own in {})",
+            stats(&r.delete_ms),
+            stats(&r.unready_ms),
+            all(&r.label_delete_ms, &r.label_unready_ms),
+            all(&r.owned_delete_ms, &r.owned_unready_ms),
+            stats(&r.forged_ms),
+            r.forged_in_label,
+            r.forged_in_owned,
         );
         r
     } else {
-        (vec![], vec![], vec![])
+        Failovers::default()
     };
+    let (switch, forged) = failovers.json();
+    let Failovers {
+        delete_ms,
+        unready_ms,
+        ..
+    } = failovers;
 
     let lease_default = if lease_kills + lease_releases > 0 || idle_s > 0 {
         println!(
@@ -226,7 +240,8 @@ async fn main() {
         "concurrency": concurrency,
         "failover_delete_ms": delete_stats,
         "failover_unready_ms": stats(&unready_ms),
-        "traffic_switch_ms": stats(&traffic_ms),
+        "endpointslice_switch_ms": switch,
+        "forged_label": forged,
         "lease_kill_ms": lease_kill_stats,
         "lease_release_ms": stats(&lease_release),
         "schedule_offset_ms": stats(&offsets),

@@ -2,8 +2,11 @@
 //! and client-go Lease candidates both run as pods there, and each is failed the way users'
 //! pods fail — the main process SIGKILLed, the pod deleted, the readiness probe failing, the
 //! node's kubelet frozen. For podium: the time until another pod is labelled leader, and until
-//! a request through the leader Service's ClusterIP is answered by it. For the Lease: the time
-//! until another candidate holds the Lease, where a Lease can notice the failure at all.
+//! a request through each route's ClusterIP is answered by it: the sample's Service, which
+//! selects the role label, and the Service podium owns (`spec.service`), whose EndpointSlice
+//! podium writes. kube-proxy's own histograms say where the rest of the time goes. For the
+//! Lease: the time until another candidate holds the Lease, where a Lease can notice the
+//! failure at all.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +15,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use podium_bench::config::Config;
+use podium_bench::metrics::Histo;
 use podium_bench::stats::stats;
 use serde_json::{Value, json};
 
@@ -71,7 +75,24 @@ async fn wait_answering(service: &str, pod: &str, start: Instant) -> f64 {
 /// namespace.
 struct Podium {
     s: Setup,
+    /// The label route's ClusterIP and port.
     service: String,
+    /// The owned route's.
+    owned: String,
+}
+
+/// The owned route's Service: the sample's port, its targetPort by name.
+const OWNED: &str = "api-owned";
+
+async fn cluster_address(ns: &TestNs, name: &str) -> String {
+    let svc = wait_for_object(&ns.api::<Service>(), name, Duration::from_secs(60), |s| {
+        s.spec
+            .as_ref()
+            .and_then(|s| s.cluster_ip.as_ref())
+            .is_some()
+    })
+    .await;
+    format!("{}:80", svc.spec.unwrap().cluster_ip.unwrap())
 }
 
 impl Podium {
@@ -80,11 +101,17 @@ impl Podium {
         let dir = repo_root().join("config/local/samples");
         kubectl(&["-n", &s.ns.name, "apply", "-k", dir.to_str().unwrap()]);
         settle(&s.ns, "app=api", 3).await;
-        let svc = s.ns.api::<Service>().get("api-leader").await.unwrap();
-        let service = format!("{}:80", svc.spec.unwrap().cluster_ip.unwrap());
-        let p = Self { s, service };
+        let route = json!({"spec": {"service": {"name": OWNED, "ports": [{"port": 80, "targetPort": "http"}]}}});
+        s.ns.api::<podium_api::ElectionGroup>()
+            .patch("api", &PatchParams::default(), &Patch::Merge(&route))
+            .await
+            .unwrap();
+        let service = cluster_address(&s.ns, "api-leader").await;
+        let owned = cluster_address(&s.ns, OWNED).await;
+        let p = Self { s, service, owned };
         let leader = p.leader().await;
         wait_answering(&p.service, &leader, Instant::now()).await;
+        wait_answering(&p.owned, &leader, Instant::now()).await;
         p
     }
 
@@ -96,9 +123,9 @@ impl Podium {
         status(&g).leader.unwrap()
     }
 
-    /// One trial: `fail` breaks the leader; returns (label ms, traffic ms), then waits until
-    /// the three pods are Ready again.
-    async fn trial(&self, fail: impl AsyncFnOnce(&Pod)) -> (f64, f64) {
+    /// One trial: `fail` breaks the leader; returns the label's, the label route's and the
+    /// owned route's times.
+    async fn trial(&self, fail: impl AsyncFnOnce(&Pod)) -> Times {
         let leader = self.leader().await;
         let pod = self.s.ns.api::<Pod>().get(&leader).await.unwrap();
         let watch = LeaderWatch::start(&self.s.ns, "app=api").await;
@@ -108,76 +135,141 @@ impl Podium {
             .wait_new_leader(&leader, start, Duration::from_secs(60))
             .await;
         let label = at.duration_since(start).as_secs_f64() * 1000.0;
-        let traffic = wait_answering(&self.service, &next, start).await;
+        let (traffic, owned) = tokio::join!(
+            wait_answering(&self.service, &next, start),
+            wait_answering(&self.owned, &next, start)
+        );
         assert!(watch.max_leaders() <= 1, "two leaders");
-        (label, traffic)
+        Times {
+            label: vec![label],
+            traffic: vec![traffic],
+            owned: vec![owned],
+            ..Times::default()
+        }
     }
 }
 
-async fn podium_kinds(trials: usize) -> Vec<(&'static str, Vec<f64>, Vec<f64>)> {
+/// One kind's samples on podium's side (ms), and kube-proxy's histograms over its trials.
+#[derive(Default)]
+struct Times {
+    label: Vec<f64>,
+    traffic: Vec<f64>,
+    owned: Vec<f64>,
+    proxy: Value,
+}
+
+impl Times {
+    fn add(&mut self, t: Times) {
+        self.label.extend(t.label);
+        self.traffic.extend(t.traffic);
+        self.owned.extend(t.owned);
+    }
+
+    fn print(&self, kind: &str) {
+        println!(
+            "  {kind}: label {}  label route {}  owned route {}",
+            stats(&self.label),
+            stats(&self.traffic),
+            stats(&self.owned)
+        );
+    }
+}
+
+/// kube-proxy's metrics endpoint on the real node (e2e/node/up.sh).
+const PROXY_METRICS: &str = "127.0.0.1:10249";
+
+/// kube-proxy's histograms, as read now.
+async fn proxy_histograms() -> [Histo; 2] {
+    let text = http_request(PROXY_METRICS, "GET", "/metrics")
+        .await
+        .map(|r| r.1)
+        .unwrap_or_default();
+    [
+        Histo::parse(&text, "kubeproxy_network_programming_duration_seconds", ""),
+        Histo::parse(&text, "kubeproxy_sync_proxy_rules_duration_seconds", ""),
+    ]
+}
+
+/// What kube-proxy observed since `before`: slice change → rules programmed (for both routes'
+/// slices: kube-proxy does not say whose), and each rule sync.
+fn proxy_since(before: &[Histo; 2], now: &[Histo; 2]) -> Value {
+    json!({
+        "network_programming": now[0].since(&before[0]).summary(),
+        "sync_proxy_rules": now[1].since(&before[1]).summary(),
+    })
+}
+
+/// kube-proxy's mode and rate limits, from its /configz.
+async fn proxy_config() -> Value {
+    let text = http_request(PROXY_METRICS, "GET", "/configz").await;
+    let cfg: Value = text
+        .and_then(|r| serde_json::from_str(&r.1).ok())
+        .unwrap_or(Value::Null);
+    let c = &cfg["kubeproxy.config.k8s.io"];
+    let mode = c["mode"].as_str().unwrap_or_default();
+    let limits = if mode == "nftables" {
+        &c["nftables"]
+    } else {
+        &c["iptables"]
+    };
+    json!({"mode": c["mode"], "minSyncPeriod": limits["minSyncPeriod"], "syncPeriod": limits["syncPeriod"]})
+}
+
+async fn podium_kinds(trials: usize) -> Vec<(&'static str, Times)> {
     let p = Podium::start().await;
     let pods = p.s.ns.api::<Pod>();
     let mut out = vec![];
 
-    let (mut label, mut traffic) = (vec![], vec![]);
+    let mut t = Times::default();
+    let before = proxy_histograms().await;
     for _ in 0..trials {
-        let (l, t) = p
-            .trial(async |pod: &Pod| {
+        t.add(
+            p.trial(async |pod: &Pod| {
                 assert!(sh("kill", &["-KILL", &container_pid(pod).to_string()]));
             })
-            .await;
-        label.push(l);
-        traffic.push(t);
+            .await,
+        );
         settle(&p.s.ns, "app=api", 3).await;
     }
-    println!(
-        "  process kill -9: label {}  traffic {}",
-        stats(&label),
-        stats(&traffic)
-    );
-    out.push(("process_kill", label, traffic));
+    t.proxy = proxy_since(&before, &proxy_histograms().await);
+    t.print("process kill -9");
+    out.push(("process_kill", t));
 
-    let (mut label, mut traffic) = (vec![], vec![]);
+    let mut t = Times::default();
+    let before = proxy_histograms().await;
     for _ in 0..trials {
-        let (l, t) = p
-            .trial(async |pod: &Pod| {
+        t.add(
+            p.trial(async |pod: &Pod| {
                 pods.delete(&pod.name_any(), &DeleteParams::default())
                     .await
                     .unwrap();
             })
-            .await;
-        label.push(l);
-        traffic.push(t);
+            .await,
+        );
         settle(&p.s.ns, "app=api", 3).await;
     }
-    println!(
-        "  pod deletion: label {}  traffic {}",
-        stats(&label),
-        stats(&traffic)
-    );
-    out.push(("pod_delete", label, traffic));
+    t.proxy = proxy_since(&before, &proxy_histograms().await);
+    t.print("pod deletion");
+    out.push(("pod_delete", t));
 
-    let (mut label, mut traffic) = (vec![], vec![]);
+    let mut t = Times::default();
+    let before = proxy_histograms().await;
     for _ in 0..trials {
         let mut addr = String::new();
-        let (l, t) = p
-            .trial(async |pod: &Pod| {
+        t.add(
+            p.trial(async |pod: &Pod| {
                 addr = format!("{}:8080", pod_ip(pod).unwrap());
                 let r = http_request(&addr, "POST", "/admin/unhealthy").await;
                 assert_eq!(r.map(|r| r.0), Some(200));
             })
-            .await;
-        label.push(l);
-        traffic.push(t);
+            .await,
+        );
         http_request(&addr, "POST", "/admin/healthy").await;
         settle(&p.s.ns, "app=api", 3).await;
     }
-    println!(
-        "  readiness failing: label {}  traffic {}",
-        stats(&label),
-        stats(&traffic)
-    );
-    out.push(("readiness_failure", label, traffic));
+    t.proxy = proxy_since(&before, &proxy_histograms().await);
+    t.print("readiness failing");
+    out.push(("readiness_failure", t));
     out
 }
 
@@ -396,43 +488,48 @@ pub async fn failure_kinds(cfg: &Config) -> Value {
     let podium = podium_kinds(trials).await;
     let node_loss = podium_node_loss(node_loss_trials).await;
     let (lease_kill, lease_delete, lease_lost) = lease_kinds(lease_trials, &cfg.out).await;
-    let kind = |kind: &str,
-                label: &[f64],
-                traffic: Option<&[f64]>,
-                lease: Option<&[f64]>,
-                note: &str| {
-        json!({
-            "kind": kind,
-            "podium_label_ms": stats(label),
-            "podium_traffic_ms": traffic.map(stats),
-            "lease_ms": lease.map(stats),
-            "note": note,
-            "samples": {"podium_label_ms": label, "podium_traffic_ms": traffic, "lease_ms": lease},
-        })
-    };
-    let find = |k: &str| podium.iter().find(|(n, _, _)| *n == k).unwrap();
-    let (_, kill_l, kill_t) = find("process_kill");
-    let (_, del_l, del_t) = find("pod_delete");
-    let (_, probe_l, probe_t) = find("readiness_failure");
-    json!([
+    let kind =
+        |kind: &str, label: &[f64], podium: Option<&Times>, lease: Option<&[f64]>, note: &str| {
+            let traffic = podium.map(|t| t.traffic.as_slice());
+            let owned = podium.map(|t| t.owned.as_slice());
+            json!({
+                "kind": kind,
+                "podium_label_ms": stats(label),
+                "podium_traffic_ms": traffic.map(stats),
+                "podium_owned_traffic_ms": owned.map(stats),
+                "kube_proxy": podium.map(|t| &t.proxy),
+                "lease_ms": lease.map(stats),
+                "note": note,
+                "samples": {"podium_label_ms": label, "podium_traffic_ms": traffic,
+                            "podium_owned_traffic_ms": owned, "lease_ms": lease},
+            })
+        };
+    let find = |k: &str| &podium.iter().find(|(n, _)| *n == k).unwrap().1;
+    let (kill, del, probe) = (
+        find("process_kill"),
+        find("pod_delete"),
+        find("readiness_failure"),
+    );
+    let config = proxy_config().await;
+    let mut entries = json!([
         kind(
             "process_kill",
-            kill_l,
-            Some(kill_t),
+            &kill.label,
+            Some(kill),
             Some(&lease_kill),
             "SIGKILL of the main process; podium: the kubelet sees the exit (PLEG) and Ready goes False; Lease: the successor waits out the 15 s lease"
         ),
         kind(
             "pod_delete",
-            del_l,
-            Some(del_t),
+            &del.label,
+            Some(del),
             Some(&lease_delete),
             "kubectl delete pod (graceful); podium: the deletion itself; Lease: SIGTERM, the Lease released (ReleaseOnCancel), a candidate's next retry (2 s period) takes it"
         ),
         kind(
             "readiness_failure",
-            probe_l,
-            Some(probe_t),
+            &probe.label,
+            Some(probe),
             None,
             "the application reports unhealthy; podium: probe period 1 s x failureThreshold 2; a Lease does not see readiness: its holder keeps leading"
         ),
@@ -443,5 +540,14 @@ pub async fn failure_kinds(cfg: &Config) -> Value {
             Some(&lease_lost),
             "the leader's kubelet and process frozen (SIGSTOP), the other candidates running on as on other nodes; podium: nodeLossSeconds 11 after the last node Lease renewal it saw, the new leader on a kwok node (which serves no traffic); Lease: the frozen holder stops renewing and the successor waits out the 15 s lease"
         ),
-    ])
+    ]);
+    // Each entry states kube-proxy's mode and rate limits beside its own histograms.
+    for e in entries.as_array_mut().into_iter().flatten() {
+        let mut proxy = config.clone();
+        if let (Some(p), Some(own)) = (proxy.as_object_mut(), e["kube_proxy"].as_object()) {
+            p.extend(own.clone());
+        }
+        e["kube_proxy"] = proxy;
+    }
+    entries
 }

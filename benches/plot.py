@@ -52,7 +52,7 @@ kinds = r.get("failure_kinds") or []
 rows = []
 for k in kinds:
     ks = k.get("samples", {})
-    for key, side in [("podium_label_ms", "podium labelled"), ("podium_traffic_ms", "podium traffic"), ("lease_ms", "Lease holder")]:
+    for key, side in [("podium_label_ms", "podium labelled"), ("podium_traffic_ms", "podium traffic, label route"), ("podium_owned_traffic_ms", "podium traffic, owned route"), ("lease_ms", "Lease holder")]:
         xs = ks.get(key) or []
         if xs:
             rows.append((f"{k['kind']}: {side}", xs))

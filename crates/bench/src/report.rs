@@ -23,10 +23,6 @@ pub fn report(r: &Value) -> String {
             "failover_unready_ms",
         ),
         (
-            "podium: → EndpointSlice holds only the new leader",
-            "traffic_switch_ms",
-        ),
-        (
             "client-go Lease: leader kill -9 → successor leading",
             "lease_kill_ms",
         ),
@@ -41,9 +37,32 @@ pub fn report(r: &Value) -> String {
     ] {
         md.push_str(&stats_row(name, &r[key]));
     }
+    let switch = &r["endpointslice_switch_ms"];
+    for (name, key) in [
+        (
+            "label route (Service selects the role label; kube-controller-manager writes its slice): → slices list only the new leader",
+            "label",
+        ),
+        (
+            "owned route (spec.service; podium writes its slice): → slice lists only the new leader",
+            "owned",
+        ),
+    ] {
+        md.push_str(&stats_row(name, &switch[key]));
+    }
+    let forged = &r["forged_label"];
+    md.push_str(&stats_row(
+        "a follower's role label forged to leader → put back",
+        &forged["revert_ms"],
+    ));
     md.push_str(&format!(
         "\nLease kill -9 median / podium delete-failover p99: **{}×**. Raw API capacity: {} pod label patches/s at concurrency {}.\n\n",
         cell(&r["lease_median_over_podium_p99"]), cell(&r["raw_patch_per_s"]), cell(&r["concurrency"])
+    ));
+    md.push_str(&format!(
+        "\nMost addresses listed at once during the failovers: label route {}, owned route {}. Forged labels: {} trial(s); the label route listed the forged pod in {}, the owned route in {}.\n\n",
+        cell(&switch["most_addresses"]["label"]), cell(&switch["most_addresses"]["owned"]),
+        cell(&forged["trials"]), cell(&forged["trials_listed_by_label_route"]), cell(&forged["trials_listed_by_owned_route"])
     ));
     md.push_str(&app_report(r));
     md.push_str(&failure_kinds(&r["failure_kinds"]));
@@ -187,7 +206,14 @@ fn failure_kinds(kinds: &Value) -> String {
         let kind = k["kind"].as_str().unwrap_or_default();
         for (key, what) in [
             ("podium_label_ms", "podium, new leader labelled"),
-            ("podium_traffic_ms", "podium, Service answers from it"),
+            (
+                "podium_traffic_ms",
+                "podium, label route: Service answers from it",
+            ),
+            (
+                "podium_owned_traffic_ms",
+                "podium, owned route: Service answers from it",
+            ),
             ("lease_ms", "client-go Lease 15/10/2 s, new holder"),
         ] {
             if k[key].is_null() {
@@ -204,6 +230,16 @@ fn failure_kinds(kinds: &Value) -> String {
             k["kind"].as_str().unwrap_or_default(),
             k["note"].as_str().unwrap_or_default()
         ));
+        let proxy = &k["kube_proxy"];
+        if !proxy["network_programming"].is_null() {
+            md.push_str(&format!(
+                "  kube-proxy ({} mode, minSyncPeriod {}): network programming {}; rule syncs {}\n",
+                cell(&proxy["mode"]).trim_matches('"'),
+                cell(&proxy["minSyncPeriod"]).trim_matches('"'),
+                proxy["network_programming"],
+                proxy["sync_proxy_rules"]
+            ));
+        }
     }
     md.push('\n');
     md
@@ -222,7 +258,7 @@ mod tests {
             "machine": {"cores": 2, "memory_gib": 24.0, "cpu": "a cpu"},
             "concurrency": 16, "raw_patch_per_s": 812.5,
             "failover_delete_ms": stats(&[10.0, 20.0]), "failover_unready_ms": stats(&[]),
-            "traffic_switch_ms": stats(&[]), "lease_kill_ms": stats(&[15000.0]),
+            "endpointslice_switch_ms": {"label": stats(&[]), "owned": stats(&[])}, "lease_kill_ms": stats(&[15000.0]),
             "lease_release_ms": stats(&[]), "schedule_offset_ms": stats(&[]),
             "lease_median_over_podium_p99": 750.0,
             "app_failover_ms": stats(&[]), "app_stepdown_ms": stats(&[]),

@@ -257,6 +257,8 @@ struct WatchState {
     max_leaders: usize,
     min_leaders_after_first: Option<usize>,
     became_leader: Vec<(String, Instant)>,
+    /// When each pod labelled leader was seen labelled otherwise (still a pod).
+    left_leader: Vec<(String, Instant)>,
     /// When each pod was seen deleted.
     gone: Vec<(String, Instant)>,
     /// Why the watch stopped, if it did.
@@ -298,6 +300,9 @@ impl LeaderWatch {
                         let was = s.roles.insert(p.name_any(), role.clone());
                         if role == "leader" && was.as_deref() != Some("leader") {
                             s.became_leader.push((p.name_any(), Instant::now()));
+                        }
+                        if role != "leader" && was.as_deref() == Some("leader") {
+                            s.left_leader.push((p.name_any(), Instant::now()));
                         }
                     }
                     watcher::Event::Delete(p) => {
@@ -380,6 +385,27 @@ impl LeaderWatch {
             .filter(|(_, t)| *t >= after)
             .map(|(p, _)| p.clone())
             .collect()
+    }
+
+    /// Waits until `pod`, labelled leader, is seen labelled otherwise after `after`.
+    pub async fn wait_left_leader(&self, pod: &str, after: Instant, timeout: Duration) -> Instant {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            let found = self
+                .state()
+                .left_leader
+                .iter()
+                .find(|(p, t)| *t >= after && p == pod)
+                .map(|(_, t)| *t);
+            if let Some(at) = found {
+                return at;
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(remaining, changed).await.is_err() {
+                panic!("{pod} still labelled leader after {timeout:?}");
+            }
+        }
     }
 
     /// Waits until some pod other than `old` is seen labelled leader after `after`.
