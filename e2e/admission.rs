@@ -13,8 +13,10 @@ use kube::Config;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
+use crate::cluster::create_service;
 use crate::groups::*;
 use crate::support::*;
+use podium_testkit::slices::SliceWatch;
 
 /// podium's ServiceAccount in the shipped manifests (config/rbac).
 const SHIPPED_SA: &str = "system:serviceaccount:podium-system:podium";
@@ -201,6 +203,12 @@ async fn only_podium_writes_its_keys_where_the_policy_is_installed() {
     let g = s.wait_leader("api", "app=x", "p0").await;
     let term = status(&g).term.to_string();
     let ns = &s.ns;
+    // The label route: what the forgeries below would add a second address to.
+    create_service(ns, "leader", json!({"app": "x", ROLE: "leader"})).await;
+    let leader_route = SliceWatch::start(ns, "leader");
+    let p0_ip = pod_ip(&ns.api::<Pod>().get("p0").await.unwrap()).unwrap();
+    leader_route.wait_only(&p0_ip, Duration::from_secs(30)).await;
+    let forging = Instant::now();
 
     // The admin may not promote, demote, or touch the term.
     kubectl_refused(
@@ -347,6 +355,10 @@ async fn only_podium_writes_its_keys_where_the_policy_is_installed() {
         .await
         .expect("podium's ServiceAccount labels a pod");
 
+    // No forgery put a second address behind the leader Service.
+    let most = leader_route.most_since(forging);
+    assert!(most <= 1, "the leader Service listed {most} addresses at once");
+    assert_eq!(leader_route.now().all, [p0_ip]);
     // Nothing the admin tried changed the members.
     for (pod, role) in [("p0", "leader"), ("p1", "follower"), ("p2", "follower")] {
         let p = pods.get(pod).await.unwrap();
