@@ -5,12 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::setup::{APP, GroupDef, KEEP};
+use super::route::{self, Finding, Named, Routes};
+use super::setup::{APP, BARRIER, GroupDef, KEEP};
 use crate::support::pod_ready;
 
 /// podium's annotations and role value, spelled out here rather than imported from the
@@ -61,7 +63,7 @@ pub struct Violation {
 /// A stretch of time in which a watch may have missed states (it had to relist).
 #[derive(Clone, Debug, Serialize)]
 pub struct Gap {
-    /// `pods` or `groups`.
+    /// `pods`, `groups` or `slices`.
     pub stream: &'static str,
     /// When the watch broke, in milliseconds since the start.
     pub from: u64,
@@ -99,6 +101,8 @@ pub struct History {
     pods: BTreeMap<String, Pod>,
     groups: BTreeMap<String, DynamicObject>,
     tracks: BTreeMap<String, Track>,
+    /// The EndpointSlices, and the owned routes judged on them.
+    pub routes: Routes,
     reported: BTreeSet<String>,
     /// Invariant violations, in the order seen.
     pub violations: Vec<Violation>,
@@ -122,9 +126,6 @@ pub struct History {
     pub barrier_group: u64,
 }
 
-/// The annotation the injector bumps to know the watches have caught up.
-pub const BARRIER: &str = "chaos.example/barrier";
-
 impl History {
     /// An empty history for these groups.
     pub fn new(start: Instant, defs: &[GroupDef]) -> Self {
@@ -140,6 +141,7 @@ impl History {
                 .iter()
                 .map(|d| (d.name.to_string(), Track::default()))
                 .collect(),
+            routes: Routes::new(defs),
             reported: BTreeSet::new(),
             violations: Vec::new(),
             gaps: Vec::new(),
@@ -280,6 +282,49 @@ impl History {
         self.evaluate();
     }
 
+    /// Applies an added or modified EndpointSlice.
+    pub fn apply_slice(&mut self, s: EndpointSlice) {
+        self.records.push(route::record("apply", &s, self.now_ms()));
+        let found = self.routes.apply(s);
+        self.route_changed(1, found);
+    }
+
+    /// Applies a deleted EndpointSlice.
+    pub fn delete_slice(&mut self, name: &str) {
+        self.records.push(route::record_delete(name, self.now_ms()));
+        let found = self.routes.delete(name);
+        self.route_changed(1, found);
+    }
+
+    /// Makes the relisted EndpointSlices the current state, as one state.
+    pub fn replace_slices(&mut self, listed: Vec<EndpointSlice>) {
+        let t = self.now_ms();
+        self.records
+            .extend(listed.iter().map(|s| route::record("relist", s, t)));
+        let n = listed.len() as u64;
+        let found = self.routes.replace(listed);
+        self.route_changed(n, found);
+    }
+
+    /// Counts `events` slice events, reports invariant 9's findings and judges the state.
+    fn route_changed(&mut self, events: u64, found: Vec<Finding>) {
+        self.events += events;
+        for f in found {
+            self.violate(9, &f.group, &f.key, f.detail);
+        }
+        self.evaluate();
+    }
+
+    /// The leader the group's status names, with what the current state shows of its pod.
+    fn named_leader(&self, group: &str) -> Option<Named> {
+        let pod = self.groups.get(group)?.data["status"]["leader"].as_str()?;
+        let state = self.pods.get(pod);
+        Some(Named {
+            pod: pod.to_string(),
+            pod_state: state.map(|p| (p.uid().unwrap_or_default(), route::pod_ips(p))),
+        })
+    }
+
     fn record_pod(&mut self, op: &str, p: &Pod) {
         let role = self
             .group_of(p)
@@ -404,7 +449,7 @@ impl History {
             && status["term"].as_i64() == term
     }
 
-    /// Invariant 1 on the current state, and the settled bookkeeping.
+    /// Invariant 1 on the current state, and the settled and routed bookkeeping.
     fn evaluate(&mut self) {
         let now = Instant::now();
         let names: Vec<String> = self.rules.keys().cloned().collect();
@@ -434,6 +479,10 @@ impl History {
                 let key = format!("{}-{}", self.events, leaders.join(","));
                 self.violate(1, &group, &key, detail);
             }
+        }
+        for group in self.routes.groups() {
+            let named = self.named_leader(&group);
+            self.routes.judge(&group, named, now);
         }
         match (all, self.all_settled_since) {
             (true, None) => self.all_settled_since = Some(now),

@@ -5,8 +5,10 @@
 //! pods on a cluster of their own (`PODIUM_CLUSTER=chaos`), while faults drawn from a
 //! printed seed hit them: kill -9 and SIGSTOP of the active replica, API server and etcd
 //! restarts, readiness flapping, leader deletion, pod churn, handoff storms and the silence
-//! of a node whose kubelet the harness plays (two groups keep a member there). The checker
-//! watches pods and groups itself and checks every state it sees:
+//! of a node whose kubelet the harness plays (two groups keep a member there). Three groups
+//! have `spec.service`, so podium also writes their leader Service's EndpointSlice (the owned
+//! route). The checker watches pods, groups and EndpointSlices itself and checks every state it
+//! sees:
 //!
 //! 1. BreakBeforeMake groups never have two pods labelled leader.
 //! 2. No term is carried as leader by two different pods (UIDs) of a group.
@@ -20,6 +22,17 @@
 //! 8. A leader on a silent node is replaced, reason NodeLost, between `nodeLossSeconds` and
 //!    `nodeLossSeconds` + 3 s after the node's last renewal, and does not lead again once the
 //!    node is back (`node_silence.rs` says when this is judged).
+//! 9. The owned route of a BreakBeforeMake group never lists two distinct addresses of one
+//!    address family at once, and a MakeBeforeBreak group's never more than two. It counts
+//!    every slice labelled with the group's Service (`kubernetes.io/service-name`), whoever
+//!    wrote it, and every endpoint's addresses, Ready or not: kube-proxy takes all such slices,
+//!    and falls back to serving and terminating endpoints when none is Ready, so an unready old
+//!    leader still draws traffic. Per family, because a dual-stack leader has one of each.
+//! 10. Where and when 4 is judged (within 2 s of a replica being active again after the
+//!     faults), every group with `spec.service` had, at some instant, slices listing exactly
+//!     the addresses of the pod `status.leader` names (none when it names none), every
+//!     endpoint's targetRef naming that pod, and every slice labelled as podium's and the
+//!     group's.
 //!
 //! Watch gaps: the checker's watches resume from the last resourceVersion they saw, so an
 //! ended or broken watch loses nothing. After an API server restart the new server's watch
@@ -29,7 +42,12 @@
 //! leaders) survive the gap, so whatever a gap hid that is still visible afterwards — a
 //! reused or lower term, two leaders, changed foreign metadata — is still reported; only a
 //! state that came and went inside a gap (e.g. two leaders for a few milliseconds) can be
-//! missed. A watch that cannot be restored for two minutes fails the run.
+//! missed. A relist of the slices is judged as one state, never piecewise. A watch that cannot
+//! be restored for two minutes fails the run.
+//!
+//! Proof of work: the results count, per group with a service, the states of its slices that
+//! invariant 9 was checked on; the run fails when a group's slices never listed an address,
+//! since then invariants 9 and 10 held on nothing.
 //!
 //! Environment: `CHAOS_SEED` (replay), `CHAOS_FAULTS` (default 200), `CHAOS_MINUTES`
 //! (time limit of the whole run, default 20), `CHAOS_KINDS` (comma-separated fault names
@@ -42,6 +60,7 @@ mod node_silence;
 mod replicas;
 mod report;
 mod rng;
+mod route;
 mod setup;
 mod watch;
 
@@ -136,12 +155,13 @@ async fn chaos() {
     let records = std::mem::take(&mut run.shared.lock().records);
     report::write(&results, &records).expect("write target/chaos");
     let summary = format!(
-        "seed {}: {} of {} faults, {} violations, {} gaps; see target/chaos/report.md",
+        "seed {}: {} of {} faults, {} violations, {} gaps, {} slice states checked; see target/chaos/report.md",
         settings.seed,
         results.faults.values().sum::<usize>(),
         settings.faults,
         results.violations.len(),
-        results.gaps.len()
+        results.gaps.len(),
+        results.slice_states_checked
     );
     println!("chaos: {summary}");
     if let Some(e) = &results.checker_failure {
@@ -154,6 +174,18 @@ async fn chaos() {
     assert!(
         results.faults.values().sum::<usize>() >= settings.faults,
         "too few faults ran, {summary}"
+    );
+    let idle: Vec<&String> = results
+        .slice_states
+        .iter()
+        .filter(|(_, s)| s.with_address == 0)
+        .map(|(g, _)| g)
+        .collect();
+    assert!(
+        !results.slice_states.is_empty() && idle.is_empty(),
+        "the route invariants judged nothing: no group has a service, or the slices of {idle:?} \
+         never listed an address ({:?}), {summary}",
+        results.slice_states
     );
 }
 
@@ -173,6 +205,7 @@ impl Run {
         let tasks = vec![
             tokio::spawn(watch::follow(world.pods(), shared.clone())),
             tokio::spawn(watch::follow(world.groups(), shared.clone())),
+            tokio::spawn(watch::follow(world.slices(), shared.clone())),
         ];
         let replicas = Replicas::start(&world.ns.name, REPLICAS);
         world.populate().await.expect("create groups and pods");
@@ -255,8 +288,8 @@ impl Run {
         }
     }
 
-    /// Writes a barrier and waits until both watches have seen it: then every write the
-    /// fault made is in the checker's state.
+    /// Writes a barrier and waits until every watch has seen it: then every write the fault
+    /// made is in the checker's state.
     async fn wait_barrier(&mut self) {
         self.barrier += 1;
         let n = self.barrier;
@@ -268,7 +301,7 @@ impl Run {
         }
         let seen = self
             .wait_history(Duration::from_secs(30), |h| {
-                h.barrier_pod >= n && h.barrier_group >= n
+                h.barrier_pod >= n && h.barrier_group >= n && h.routes.barrier >= n
             })
             .await;
         if seen.is_none() {
@@ -315,7 +348,7 @@ impl Run {
             .join("; ")
     }
 
-    /// Invariants 4, 5 and 7, once the faults have stopped.
+    /// Invariants 4, 5, 7 and 10, once the faults have stopped.
     async fn final_checks(&mut self) {
         self.shared.lock().fault = "after the faults".into();
         self.crashes += self.replicas.heal();
@@ -336,6 +369,7 @@ impl Run {
         }
         tokio::time::sleep(FINAL_BOUND).await;
         self.check_final_leaders(t0);
+        self.check_final_routes(t0);
         self.check_strays().await;
         for line in self.replicas.panics() {
             self.shared
@@ -355,6 +389,22 @@ impl Run {
                     h.describe(def.name)
                 );
                 h.violate(4, def.name, "final", detail);
+            }
+        }
+    }
+
+    /// Invariant 10: every route listed exactly its group's leader at some instant within
+    /// [`FINAL_BOUND`] of a replica becoming active, as invariant 4 judges the leaders.
+    fn check_final_routes(&self, t0: Instant) {
+        let mut h = self.shared.lock();
+        for group in h.routes.groups() {
+            if !h.routes.right_since(&group, t0) {
+                let detail = format!(
+                    "the route did not list exactly the leader within {FINAL_BOUND:?} after a replica was active again: {}; {}",
+                    h.routes.describe(&group),
+                    h.describe(&group)
+                );
+                h.violate(10, &group, "final", detail);
             }
         }
     }
@@ -396,6 +446,7 @@ impl Run {
             t.abort();
         }
         let h = self.shared.lock();
+        let slice_states = h.routes.seen();
         let all: Vec<u64> = self.settles.iter().map(|(_, ms)| *ms).collect();
         let mut by_kind: BTreeMap<&'static str, Vec<u64>> = BTreeMap::new();
         for (f, ms) in &self.settles {
@@ -417,6 +468,8 @@ impl Run {
             replica_crashes: self.crashes,
             checker_failure: h.fatal.clone(),
             node_silences: self.silences.clone(),
+            slice_states_checked: slice_states.values().map(|s| s.states).sum(),
+            slice_states,
         }
     }
 }

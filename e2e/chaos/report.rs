@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::history::{Gap, Violation};
 use super::node_silence::Silence;
+use super::route::SliceStates;
 
 /// Latency summary in milliseconds.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -75,6 +76,11 @@ pub struct Results {
     pub checker_failure: Option<String>,
     /// What each node silence did.
     pub node_silences: Vec<Silence>,
+    /// States of the owned routes' slices that invariant 9 was checked on, in all.
+    pub slice_states_checked: u64,
+    /// The same, per group with a service, with how many listed an address and how often the
+    /// route moved.
+    pub slice_states: BTreeMap<String, SliceStates>,
 }
 
 /// Where results go.
@@ -136,6 +142,7 @@ fn markdown(r: &Results) -> String {
         s.n, s.p50, s.p99, s.max, r.unsettled
     );
     silences(&mut md, &r.node_silences);
+    routes(&mut md, r);
     let _ = writeln!(md, "## Violations\n");
     if r.violations.is_empty() {
         let _ = writeln!(md, "None.\n");
@@ -175,6 +182,25 @@ fn markdown(r: &Results) -> String {
         r.replica_crashes
     );
     md
+}
+
+/// The owned-route section: what invariants 9 and 10 were judged on.
+fn routes(md: &mut String, r: &Results) {
+    let _ = writeln!(
+        md,
+        "## Owned route\n\n{} states of the leader Services' EndpointSlices checked (invariant 9 on \
+         each, invariant 10 after the faults).\n\n| group | slice states | listing an address | \
+         address-set changes | most addresses of one family at once |\n|---|---|---|---|---|",
+        r.slice_states_checked
+    );
+    for (group, s) in &r.slice_states {
+        let _ = writeln!(
+            md,
+            "| {group} | {} | {} | {} | {} |",
+            s.states, s.with_address, s.changes, s.most
+        );
+    }
+    let _ = writeln!(md);
 }
 
 /// The node-silence section: what each silence hit and how fast its leaders were replaced.

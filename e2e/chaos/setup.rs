@@ -1,11 +1,13 @@
 //! The world a chaos run acts on: the CRD, one namespace, the groups and their pods (on kwok's
 //! nodes, and one member of some groups on a node whose kubelet the harness plays), all marked
-//! with a foreign label, annotation and finalizer podium must leave alone.
+//! with a foreign label, annotation and finalizer podium must leave alone, and the barrier the
+//! injector writes to know the checker's watches caught up.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::api::{GroupVersionKind, PostParams};
 use serde_json::json;
@@ -23,6 +25,11 @@ pub const STRAY: &str = "stray";
 const POKE: &str = "chaos.example/poke";
 /// The group (and its single pod) the injector writes to, to know the watches caught up.
 pub const BARRIER_GROUP: &str = "barrier";
+/// The EndpointSlice the injector writes to for the same reason. It names no Service, so no
+/// controller (podium or Kubernetes') claims or prunes it.
+pub const BARRIER_SLICE: &str = "chaos-barrier";
+/// The annotation the injector bumps on the barrier objects.
+pub const BARRIER: &str = "chaos.example/barrier";
 
 /// `spec.nodeLossSeconds` of the groups with a member on the harness's node: the least podium
 /// accepts, so that a silence of 12 s already costs a leader there its place.
@@ -44,12 +51,25 @@ pub struct GroupDef {
     /// Keeps one member on the harness's node (the oldest at the start, so it leads first),
     /// with [`NODE_LOSS_SECONDS`].
     pub node_member: bool,
+    /// Has `spec.service`: podium routes the Service `<name>-leader` to the leader itself.
+    pub service: bool,
+}
+
+impl GroupDef {
+    /// The name of the leader Service podium creates for the group (the default, as the
+    /// harness sets no `spec.service.name`).
+    pub fn service_name(&self) -> String {
+        format!("{}-leader", self.name)
+    }
 }
 
 /// The groups of a run: both handoff modes, with and without schedules, one with its own
 /// role label, and the barrier group. A member on the harness's node goes to the groups of
 /// both modes without a schedule: there nothing but faults moves leadership, so what follows
 /// a node silence can be judged (a schedule could hand leadership away or back meanwhile).
+/// The owned route goes to a group of each mode that a schedule keeps moving (many slice
+/// rewrites) and to the BreakBeforeMake group with a node member (its route must follow a
+/// NodeLost failover); the others keep the label route alone, so a run checks both.
 pub fn groups() -> Vec<GroupDef> {
     let def = |name, bbm, schedule, role_label, pods, node_member| GroupDef {
         name,
@@ -58,17 +78,19 @@ pub fn groups() -> Vec<GroupDef> {
         role_label,
         pods,
         node_member,
+        service: false,
     };
+    let routed = |d: GroupDef| GroupDef { service: true, ..d };
     vec![
-        def("bbm", true, None, "podium.dev/role", 4, true),
-        def(
+        routed(def("bbm", true, None, "podium.dev/role", 4, true)),
+        routed(def(
             "bbm-every2s",
             true,
             Some("@every 2s"),
             "podium.dev/role",
             4,
             false,
-        ),
+        )),
         def(
             "bbm-every5s",
             true,
@@ -78,14 +100,14 @@ pub fn groups() -> Vec<GroupDef> {
             false,
         ),
         def("mbb", false, None, "chaos.example/role", 3, true),
-        def(
+        routed(def(
             "mbb-every3s",
             false,
             Some("@every 3s"),
             "podium.dev/role",
             5,
             false,
-        ),
+        )),
         def(BARRIER_GROUP, true, None, "podium.dev/role", 1, false),
     ]
 }
@@ -144,8 +166,20 @@ impl World {
         self.ns.api()
     }
 
-    /// Creates every group and its initial members.
+    /// The EndpointSlice API of the namespace.
+    pub fn slices(&self) -> Api<EndpointSlice> {
+        self.ns.api()
+    }
+
+    /// Creates the barrier slice, every group and its initial members.
     pub async fn populate(&self) -> Result<(), kube::Error> {
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": BARRIER_SLICE},
+            "addressType": "IPv4",
+            "endpoints": [],
+        }))
+        .expect("barrier slice manifest");
+        self.slices().create(&PostParams::default(), &slice).await?;
         for def in &self.defs {
             for _ in 0..def.pods {
                 self.create_member(def.name).await?;
@@ -167,6 +201,9 @@ impl World {
         });
         if def.node_member {
             spec["nodeLossSeconds"] = json!(NODE_LOSS_SECONDS);
+        }
+        if def.service {
+            spec["service"] = json!({"ports": [{"port": 80, "targetPort": 8080}]});
         }
         let obj: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "podium.dev/v1alpha1",
@@ -292,18 +329,17 @@ impl World {
         Ok(())
     }
 
-    /// Writes barrier `n` on the barrier pod and group, so the checker can tell when its
-    /// watches have seen everything written before.
+    /// Writes barrier `n` on the barrier pod, group and slice, so the checker can tell when
+    /// its watches have seen everything written before.
     pub async fn barrier(&self, n: u64) -> Result<(), kube::Error> {
-        let patch = Patch::Merge(
-            json!({"metadata": {"annotations": {super::history::BARRIER: n.to_string()}}}),
-        );
+        let patch = Patch::Merge(json!({"metadata": {"annotations": {BARRIER: n.to_string()}}}));
         let pp = PatchParams::default();
         let pod = self.members(BARRIER_GROUP).await?;
         if let Some(pod) = pod.first() {
             self.pods().patch(pod, &pp, &patch).await?;
         }
         self.groups().patch(BARRIER_GROUP, &pp, &patch).await?;
+        self.slices().patch(BARRIER_SLICE, &pp, &patch).await?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
-//! The checker's watches of pods and ElectionGroups. A watch that ends or fails is resumed
-//! from the last resourceVersion it saw, so no event is lost; only when the API server no
-//! longer has that version (410 Gone) does it relist, and then the time between the break
-//! and the relist is recorded as a [`Gap`](super::history::Gap). A watch that cannot be
+//! The checker's watches of pods, ElectionGroups and EndpointSlices. A watch that ends or fails
+//! is resumed from the last resourceVersion it saw, so no event is lost; only when the API
+//! server no longer has that version (410 Gone) does it relist, and then the time between the
+//! break and the relist is recorded as a [`Gap`](super::history::Gap). A watch that cannot be
 //! restored for [`BLIND_LIMIT`] makes the run fail.
 
 use std::fmt::Debug;
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject, ListParams, WatchEvent, WatchParams};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -44,6 +45,19 @@ pub trait Watched: Resource + Clone + DeserializeOwned + Debug + Send + Sync + '
     fn delete(h: &mut History, name: &str);
     /// Names of the objects of this kind in the history.
     fn known(h: &History) -> Vec<String>;
+    /// Makes the history's objects of this kind the listed ones: object by object, unless a
+    /// kind's invariants need the relist judged as the one state it is.
+    fn replace(h: &mut History, listed: Vec<Self>) {
+        let names: Vec<String> = listed.iter().map(|o| o.name_any()).collect();
+        for name in Self::known(h) {
+            if !names.contains(&name) {
+                Self::delete(h, &name);
+            }
+        }
+        for o in listed {
+            Self::apply(h, o);
+        }
+    }
 }
 
 impl Watched for Pod {
@@ -69,6 +83,22 @@ impl Watched for DynamicObject {
     }
     fn known(h: &History) -> Vec<String> {
         h.group_names()
+    }
+}
+
+impl Watched for EndpointSlice {
+    const STREAM: &'static str = "slices";
+    fn apply(h: &mut History, obj: Self) {
+        h.apply_slice(obj)
+    }
+    fn delete(h: &mut History, name: &str) {
+        h.delete_slice(name)
+    }
+    fn known(h: &History) -> Vec<String> {
+        h.routes.names()
+    }
+    fn replace(h: &mut History, listed: Vec<Self>) {
+        h.replace_slices(listed)
     }
 }
 
@@ -178,15 +208,7 @@ async fn relist<K: Watched>(
         }
     };
     let mut h = shared.lock();
-    let listed: Vec<String> = list.items.iter().map(|o| o.name_any()).collect();
-    for name in K::known(&h) {
-        if !listed.contains(&name) {
-            K::delete(&mut h, &name);
-        }
-    }
-    for o in list.items {
-        K::apply(&mut h, o);
-    }
+    K::replace(&mut h, list.items);
     if let Some((from, reason)) = gap {
         let g = Gap {
             stream: K::STREAM,
