@@ -60,7 +60,7 @@ impl Failovers {
         let switch = json!({
             "label": stats(&all(&self.label_delete_ms, &self.label_unready_ms)),
             "owned": stats(&all(&self.owned_delete_ms, &self.owned_unready_ms)),
-            "labelled": stats(&all(&self.delete_ms, &self.unready_ms)),
+            "new_leader_labelled": stats(&all(&self.delete_ms, &self.unready_ms)),
             "by_failure": {
                 "leader_deleted": {"label": stats(&self.label_delete_ms), "owned": stats(&self.owned_delete_ms)},
                 "leader_not_ready": {"label": stats(&self.label_unready_ms), "owned": stats(&self.owned_unready_ms)},

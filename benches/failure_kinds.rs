@@ -4,7 +4,8 @@
 //! node's kubelet frozen. For podium: the time until another pod is labelled leader, and until
 //! a request through each route's ClusterIP is answered by it: the sample's Service, which
 //! selects the role label, and the Service podium owns (`spec.service`), whose EndpointSlice
-//! podium writes. kube-proxy's own histograms say where the rest of the time goes. For the
+//! podium writes. kube-proxy's own histograms say where the rest of the time goes; each trial
+//! starts after a quiet time (`BENCH_KIND_QUIET_MS`) that gives kube-proxy back its burst. For the
 //! Lease: the time until another candidate holds the Lease, where a Lease can notice the
 //! failure at all.
 
@@ -75,6 +76,8 @@ async fn wait_answering(service: &str, pod: &str, start: Instant) -> f64 {
 /// namespace.
 struct Podium {
     s: Setup,
+    /// Quiet before each trial.
+    quiet: Duration,
     /// The label route's ClusterIP and port.
     service: String,
     /// The owned route's.
@@ -96,7 +99,7 @@ async fn cluster_address(ns: &TestNs, name: &str) -> String {
 }
 
 impl Podium {
-    async fn start() -> Self {
+    async fn start(quiet: Duration) -> Self {
         let s = Setup::new("bench-kinds").await;
         let dir = repo_root().join("config/local/samples");
         kubectl(&["-n", &s.ns.name, "apply", "-k", dir.to_str().unwrap()]);
@@ -108,7 +111,12 @@ impl Podium {
             .unwrap();
         let service = cluster_address(&s.ns, "api-leader").await;
         let owned = cluster_address(&s.ns, OWNED).await;
-        let p = Self { s, service, owned };
+        let p = Self {
+            s,
+            quiet,
+            service,
+            owned,
+        };
         let leader = p.leader().await;
         wait_answering(&p.service, &leader, Instant::now()).await;
         wait_answering(&p.owned, &leader, Instant::now()).await;
@@ -129,6 +137,7 @@ impl Podium {
         let leader = self.leader().await;
         let pod = self.s.ns.api::<Pod>().get(&leader).await.unwrap();
         let watch = LeaderWatch::start(&self.s.ns, "app=api").await;
+        tokio::time::sleep(self.quiet).await;
         let start = Instant::now();
         fail(&pod).await;
         let (next, at) = watch
@@ -178,21 +187,33 @@ impl Times {
 /// kube-proxy's metrics endpoint on the real node (e2e/node/up.sh).
 const PROXY_METRICS: &str = "127.0.0.1:10249";
 
-/// kube-proxy's histograms, as read now.
-async fn proxy_histograms() -> [Histo; 2] {
-    let text = http_request(PROXY_METRICS, "GET", "/metrics")
-        .await
-        .map(|r| r.1)
-        .unwrap_or_default();
-    [
-        Histo::parse(&text, "kubeproxy_network_programming_duration_seconds", ""),
-        Histo::parse(&text, "kubeproxy_sync_proxy_rules_duration_seconds", ""),
-    ]
+/// The series of kube-proxy's histograms for the cluster's one address family.
+const IPV4: &str = "ip_family=\"IPv4\"";
+
+/// kube-proxy's histograms, as read now; `None` when its metrics cannot be read.
+async fn proxy_histograms() -> Option<[Histo; 2]> {
+    let (code, text) = http_request(PROXY_METRICS, "GET", "/metrics").await?;
+    (code == 200).then(|| {
+        [
+            Histo::parse(
+                &text,
+                "kubeproxy_network_programming_duration_seconds",
+                IPV4,
+            ),
+            Histo::parse(&text, "kubeproxy_sync_proxy_rules_duration_seconds", IPV4),
+        ]
+    })
 }
 
-/// What kube-proxy observed since `before`: slice change → rules programmed (for both routes'
-/// slices: kube-proxy does not say whose), and each rule sync.
-fn proxy_since(before: &[Histo; 2], now: &[Histo; 2]) -> Value {
+/// What kube-proxy observed since `before`, null unless both reads worked: from each slice
+/// change's trigger time to its rules programmed (every slice it programmed meanwhile, both
+/// routes' and the settling between trials; the controller stamps a pod's change time, podium
+/// its write time, so the two routes' samples do not start from the same event), and each
+/// rule sync.
+fn proxy_since(before: &Option<[Histo; 2]>, now: &Option<[Histo; 2]>) -> Value {
+    let (Some(before), Some(now)) = (before, now) else {
+        return Value::Null;
+    };
     json!({
         "network_programming": now[0].since(&before[0]).summary(),
         "sync_proxy_rules": now[1].since(&before[1]).summary(),
@@ -215,20 +236,25 @@ async fn proxy_config() -> Value {
     json!({"mode": c["mode"], "minSyncPeriod": limits["minSyncPeriod"], "syncPeriod": limits["syncPeriod"]})
 }
 
-async fn podium_kinds(trials: usize) -> Vec<(&'static str, Times)> {
-    let p = Podium::start().await;
+async fn podium_kinds(trials: usize, quiet: Duration) -> Vec<(&'static str, Times)> {
+    let p = Podium::start(quiet).await;
     let pods = p.s.ns.api::<Pod>();
     let mut out = vec![];
 
     let mut t = Times::default();
     let before = proxy_histograms().await;
     for _ in 0..trials {
+        let mut killed = String::new();
         t.add(
             p.trial(async |pod: &Pod| {
+                killed = pod.name_any();
                 assert!(sh("kill", &["-KILL", &container_pid(pod).to_string()]));
             })
             .await,
         );
+        // The killed pod, now a follower, is replaced rather than left to its restart: the
+        // kubelet's crash-loop back-off would double with every kill of the same pod.
+        let _ = pods.delete(&killed, &DeleteParams::default()).await;
         settle(&p.s.ns, "app=api", 3).await;
     }
     t.proxy = proxy_since(&before, &proxy_histograms().await);
@@ -485,7 +511,7 @@ pub async fn failure_kinds(cfg: &Config) -> Value {
     println!(
         "failure kinds on {NODE}: {trials} trials per fast kind, {node_loss_trials} node losses, {lease_trials} per Lease kind"
     );
-    let podium = podium_kinds(trials).await;
+    let podium = podium_kinds(trials, Duration::from_millis(cfg.kind_quiet_ms)).await;
     let node_loss = podium_node_loss(node_loss_trials).await;
     let (lease_kill, lease_delete, lease_lost) = lease_kinds(lease_trials, &cfg.out).await;
     let kind =
@@ -541,8 +567,10 @@ pub async fn failure_kinds(cfg: &Config) -> Value {
             "the leader's kubelet and process frozen (SIGSTOP), the other candidates running on as on other nodes; podium: nodeLossSeconds 11 after the last node Lease renewal it saw, the new leader on a kwok node (which serves no traffic); Lease: the frozen holder stops renewing and the successor waits out the 15 s lease"
         ),
     ]);
-    // Each entry states kube-proxy's mode and rate limits beside its own histograms.
+    // Each entry states kube-proxy's mode and rate limits beside its own histograms, and the
+    // quiet each trial waited for.
     for e in entries.as_array_mut().into_iter().flatten() {
+        e["quiet_before_trial_ms"] = json!(cfg.kind_quiet_ms);
         let mut proxy = config.clone();
         if let (Some(p), Some(own)) = (proxy.as_object_mut(), e["kube_proxy"].as_object()) {
             p.extend(own.clone());

@@ -37,6 +37,11 @@ pub struct Config {
     pub lease_tuned: LeaseTimings,
     /// `BENCH_KIND_TRIALS` (10): failure kinds on the real node, trials per fast kind.
     pub kind_trials: usize,
+    /// `BENCH_KIND_QUIET_MS` (3000): how long each real-node trial waits, after the previous
+    /// one has settled, before it fails the leader. kube-proxy syncs at most once per
+    /// `minSyncPeriod` (1 s) after a burst of two; the settling spends that burst, which the
+    /// quiet before most real failures has restored. 0 starts trials back to back.
+    pub kind_quiet_ms: u64,
     /// `BENCH_NODE_LOSS_TRIALS` (5): failure kinds, node losses (the kubelet frozen).
     pub node_loss_trials: usize,
     /// `BENCH_KIND_LEASE_TRIALS` (5): failure kinds, trials per kind for the Lease.
@@ -110,6 +115,7 @@ impl Config {
             lease_tuned_kills: count("BENCH_LEASE_TUNED_KILLS", 20),
             lease_tuned,
             kind_trials: count("BENCH_KIND_TRIALS", 10),
+            kind_quiet_ms: count("BENCH_KIND_QUIET_MS", 3000) as u64,
             node_loss_trials: count("BENCH_NODE_LOSS_TRIALS", 5),
             kind_lease_trials: count("BENCH_KIND_LEASE_TRIALS", 5),
             create_concurrency: count("BENCH_CREATE_CONCURRENCY", 64),

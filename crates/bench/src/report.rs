@@ -233,7 +233,7 @@ fn failure_kinds(kinds: &Value) -> String {
         let proxy = &k["kube_proxy"];
         if !proxy["network_programming"].is_null() {
             md.push_str(&format!(
-                "  kube-proxy ({} mode, minSyncPeriod {}): network programming {}; rule syncs {}\n",
+                "  kube-proxy ({} mode, minSyncPeriod {}), over these trials: network programming of every slice change, both routes' (from the controller's pod change time, or from podium's write) {}; rule syncs {}\n",
                 cell(&proxy["mode"]).trim_matches('"'),
                 cell(&proxy["minSyncPeriod"]).trim_matches('"'),
                 proxy["network_programming"],

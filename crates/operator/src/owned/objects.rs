@@ -335,12 +335,13 @@ pub fn slice_update(have: &EndpointSlice, want: &EndpointSlice) -> Option<Endpoi
     Some(next)
 }
 
-/// The annotation kube-proxy times network programming from: the moment the slice's change was
-/// written (the EndpointSlice controller puts its pods' change time there).
+/// The annotation kube-proxy times network programming from (the EndpointSlice controller puts
+/// a pod change time there; podium the moment of its own write).
 pub const TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 
-/// Stamps `slice` as changed at `at`, so that kube-proxy's
-/// `network_programming_duration_seconds` counts the owned route as it counts the controller's.
+/// Stamps `slice` as written at `at`, so that kube-proxy's
+/// `network_programming_duration_seconds` counts the owned route from podium's write to its
+/// rules: the API server, the watch and kube-proxy's sync, not podium's own reaction.
 pub fn stamp(slice: &mut EndpointSlice, at: jiff::Timestamp) {
     slice
         .metadata
