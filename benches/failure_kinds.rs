@@ -61,14 +61,26 @@ async fn answering(service: &str) -> Option<String> {
     (code == 200 && v["role"] == "leader").then(|| v["pod"].as_str().map(str::to_string))?
 }
 
+/// Sends a request every 10 ms, each on a new connection and without waiting for the ones in
+/// flight (one sent to a deleted pod's address hangs until its 2 s timeout); returns when the
+/// first answer from `pod` as leader arrived, in ms after `start`.
 async fn wait_answering(service: &str, pod: &str, start: Instant) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
     loop {
-        if answering(service).await.as_deref() == Some(pod) {
-            return start.elapsed().as_secs_f64() * 1000.0;
+        tokio::select! {
+            _ = tick.tick() => {
+                assert!(Instant::now() < deadline, "{pod} never answered");
+                let service = service.to_string();
+                in_flight.spawn(async move { answering(&service).await });
+            }
+            Some(answered) = in_flight.join_next() => {
+                if answered.ok().flatten().as_deref() == Some(pod) {
+                    return start.elapsed().as_secs_f64() * 1000.0;
+                }
+            }
         }
-        assert!(Instant::now() < deadline, "{pod} never answered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -78,8 +90,8 @@ struct Podium {
     s: Setup,
     /// Quiet before each trial.
     quiet: Duration,
-    /// The label route's ClusterIP and port.
-    service: String,
+    /// The label route's ClusterIP and port, unless it was deleted.
+    service: Option<String>,
     /// The owned route's.
     owned: String,
 }
@@ -99,7 +111,7 @@ async fn cluster_address(ns: &TestNs, name: &str) -> String {
 }
 
 impl Podium {
-    async fn start(quiet: Duration) -> Self {
+    async fn start(quiet: Duration, label_route: bool) -> Self {
         let s = Setup::new("bench-kinds").await;
         let dir = repo_root().join("config/local/samples");
         kubectl(&["-n", &s.ns.name, "apply", "-k", dir.to_str().unwrap()]);
@@ -109,7 +121,12 @@ impl Podium {
             .patch("api", &PatchParams::default(), &Patch::Merge(&route))
             .await
             .unwrap();
-        let service = cluster_address(&s.ns, "api-leader").await;
+        let service = if label_route {
+            Some(cluster_address(&s.ns, "api-leader").await)
+        } else {
+            kubectl(&["-n", &s.ns.name, "delete", "service", "api-leader"]);
+            None
+        };
         let owned = cluster_address(&s.ns, OWNED).await;
         let p = Self {
             s,
@@ -118,7 +135,9 @@ impl Podium {
             owned,
         };
         let leader = p.leader().await;
-        wait_answering(&p.service, &leader, Instant::now()).await;
+        if let Some(service) = &p.service {
+            wait_answering(service, &leader, Instant::now()).await;
+        }
         wait_answering(&p.owned, &leader, Instant::now()).await;
         p
     }
@@ -144,14 +163,17 @@ impl Podium {
             .wait_new_leader(&leader, start, Duration::from_secs(60))
             .await;
         let label = at.duration_since(start).as_secs_f64() * 1000.0;
-        let (traffic, owned) = tokio::join!(
-            wait_answering(&self.service, &next, start),
-            wait_answering(&self.owned, &next, start)
-        );
+        let label_route = async {
+            match &self.service {
+                Some(service) => Some(wait_answering(service, &next, start).await),
+                None => None,
+            }
+        };
+        let (traffic, owned) = tokio::join!(label_route, wait_answering(&self.owned, &next, start));
         assert!(watch.max_leaders() <= 1, "two leaders");
         Times {
             label: vec![label],
-            traffic: vec![traffic],
+            traffic: traffic.into_iter().collect(),
             owned: vec![owned],
             ..Times::default()
         }
@@ -236,8 +258,9 @@ async fn proxy_config() -> Value {
     json!({"mode": c["mode"], "minSyncPeriod": limits["minSyncPeriod"], "syncPeriod": limits["syncPeriod"]})
 }
 
-async fn podium_kinds(trials: usize, quiet: Duration) -> Vec<(&'static str, Times)> {
-    let p = Podium::start(quiet).await;
+async fn podium_kinds(cfg: &Config) -> Vec<(&'static str, Times)> {
+    let (trials, quiet) = (cfg.kind_trials, Duration::from_millis(cfg.kind_quiet_ms));
+    let p = Podium::start(quiet, cfg.kind_label_route).await;
     let pods = p.s.ns.api::<Pod>();
     let mut out = vec![];
 
@@ -511,12 +534,15 @@ pub async fn failure_kinds(cfg: &Config) -> Value {
     println!(
         "failure kinds on {NODE}: {trials} trials per fast kind, {node_loss_trials} node losses, {lease_trials} per Lease kind"
     );
-    let podium = podium_kinds(trials, Duration::from_millis(cfg.kind_quiet_ms)).await;
+    let podium = podium_kinds(cfg).await;
     let node_loss = podium_node_loss(node_loss_trials).await;
     let (lease_kill, lease_delete, lease_lost) = lease_kinds(lease_trials, &cfg.out).await;
     let kind =
         |kind: &str, label: &[f64], podium: Option<&Times>, lease: Option<&[f64]>, note: &str| {
-            let traffic = podium.map(|t| t.traffic.as_slice());
+            // Null where the label route was not there (BENCH_KIND_LABEL_ROUTE=0).
+            let traffic = podium
+                .map(|t| t.traffic.as_slice())
+                .filter(|t| !t.is_empty());
             let owned = podium.map(|t| t.owned.as_slice());
             json!({
                 "kind": kind,
@@ -571,6 +597,7 @@ pub async fn failure_kinds(cfg: &Config) -> Value {
     // quiet each trial waited for.
     for e in entries.as_array_mut().into_iter().flatten() {
         e["quiet_before_trial_ms"] = json!(cfg.kind_quiet_ms);
+        e["label_route_present"] = json!(cfg.kind_label_route);
         let mut proxy = config.clone();
         if let (Some(p), Some(own)) = (proxy.as_object_mut(), e["kube_proxy"].as_object()) {
             p.extend(own.clone());

@@ -42,6 +42,11 @@ pub struct Config {
     /// `minSyncPeriod` (1 s) after a burst of two; the settling spends that burst, which the
     /// quiet before most real failures has restored. 0 starts trials back to back.
     pub kind_quiet_ms: u64,
+    /// `BENCH_KIND_LABEL_ROUTE` (1): the real-node trials keep the sample's label-route Service
+    /// beside the owned route; 0 deletes it, so that kube-proxy sees only podium's slice change
+    /// (a change to any slice makes kube-proxy sync every Service, and then wait
+    /// `minSyncPeriod` before the next).
+    pub kind_label_route: bool,
     /// `BENCH_NODE_LOSS_TRIALS` (5): failure kinds, node losses (the kubelet frozen).
     pub node_loss_trials: usize,
     /// `BENCH_KIND_LEASE_TRIALS` (5): failure kinds, trials per kind for the Lease.
@@ -116,6 +121,7 @@ impl Config {
             lease_tuned,
             kind_trials: count("BENCH_KIND_TRIALS", 10),
             kind_quiet_ms: count("BENCH_KIND_QUIET_MS", 3000) as u64,
+            kind_label_route: count("BENCH_KIND_LABEL_ROUTE", 1) != 0,
             node_loss_trials: count("BENCH_NODE_LOSS_TRIALS", 5),
             kind_lease_trials: count("BENCH_KIND_LEASE_TRIALS", 5),
             create_concurrency: count("BENCH_CREATE_CONCURRENCY", 64),
