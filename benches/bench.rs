@@ -13,6 +13,7 @@ mod failover;
 mod failure_kinds;
 mod host;
 mod idle;
+mod kube_proxy;
 mod lease;
 mod namespaces;
 mod raw;
